@@ -44,6 +44,12 @@
 #define PROTO_DEFAULT_MAX_VALUE (1u << 20) /* bucket max value size default: 1 MiB */
 #define PROTO_DEFAULT_MAX_FRAME (64u << 20)/* default frame limit: fits a batch of big values */
 #define PROTO_MAX_BATCH        100000      /* ops in one batch */
+/* Decoder limits for the remaining variable fields (each also bounded by its length prefix). */
+#define PROTO_MAX_VALUE        (PROTO_DEFAULT_MAX_FRAME - 4096u) /* one value: fits a default frame */
+#define PROTO_MAX_CLUSTER      255         /* cluster id bytes */
+#define PROTO_MAX_TOKEN        4096        /* HELLO credentials bytes */
+#define PROTO_MAX_ADDR         255         /* "host:port" leader hints */
+#define PROTO_MAX_ERRMSG       4096        /* ERROR message bytes */
 
 /* ---- frame header ------------------------------------------------------------------- */
 
@@ -124,13 +130,30 @@ void proto_put_u32(proto_wbuf_t *w, uint32_t v);
 void proto_put_u64(proto_wbuf_t *w, uint64_t v);
 void proto_put_bytes(proto_wbuf_t *w, int lenbytes, const void *p, size_t len);
 
+/*
+ * Whole frames in one wbuf without knowing the payload length up front:
+ *   size_t at = proto_frame_begin(w);      reserves the header, returns its offset in w
+ *   ... encode the payload into w ...
+ *   rc = proto_frame_finish(w, at, type, id); patches len/type/id
+ * Several frames may be appended to one wbuf this way (pipelining, one write).
+ * proto_frame_finish returns w->err (PROTO_ETOOBIG when the buffer was too small).
+ */
+size_t proto_frame_begin(proto_wbuf_t *w);
+int proto_frame_finish(proto_wbuf_t *w, size_t at, uint16_t type, uint64_t id);
+
+/* Static names for logs ("REQ", "PUT", ...); "?" when unknown. Never NULL. */
+const char *proto_type_name(unsigned type);
+const char *proto_op_name(unsigned op);
+
 /* ---- names -------------------------------------------------------------------------- */
 
 /* Bucket: [A-Za-z0-9_-]{1,64}. */
 bool proto_bucket_valid(const void *name, size_t len);
 /* Key (NATS KV rules): [-/_=.A-Za-z0-9]+, 1..1024 bytes, not starting or ending with '.'. */
 bool proto_key_valid(const void *key, size_t len);
-/* Key prefix for KEYS/WATCH: empty, or a valid key, or a valid key followed by one '.'. */
+/* Key prefix for KEYS/WATCH: empty, or a valid key, or a valid key followed by one '.';
+ * at most PROTO_MAX_KEY bytes in all (a longer prefix could match no key). Matching is by
+ * bytes: prefix "a.b" matches "a.b", "a.b.c" and "a.bc". */
 bool proto_prefix_valid(const void *prefix, size_t len);
 
 /* ---- session ------------------------------------------------------------------------ */
@@ -153,6 +176,7 @@ typedef struct proto_hello_ok {    /* u16 version, u64 node_id, u64 revision, by
 	proto_bytes_t leader;      /* "host:port" of the current leader, may be empty */
 } proto_hello_ok_t;
 
+/* A decoded ERROR with code >= 0 is PROTO_EBADMSG: an error frame always carries an error. */
 typedef struct proto_error {       /* i32 code, bytes(u16) message, bytes(u8) leader, u32 index */
 	int32_t code;              /* KV_E* / PROTO_E* */
 	proto_bytes_t message;     /* human text, may be empty */
@@ -202,7 +226,9 @@ typedef struct proto_bucket_cfg {  /* u32 history, u32 max_value, u64 max_age_ms
  *   u8 op, then in this order, each only if the op uses it:
  *   bucket bytes(u8), key bytes(u16), value bytes(u32), rev u64, cfg, after bytes(u16), limit u32
  * For PROTO_OP_BATCH: u8 op, u32 count, then count encoded ops; `batch` views those bytes
- * and proto_batch_next() walks them.
+ * and proto_batch_next() walks them. A batch holds 1..PROTO_MAX_BATCH ops (count 0 is
+ * PROTO_EBADMSG, above the max PROTO_ETOOBIG); a BATCH is always the last thing in its
+ * payload, so `batch` is everything after the count.
  */
 typedef struct proto_op {
 	uint8_t op;
@@ -222,7 +248,10 @@ typedef struct proto_op {
  * the op code is known; name and key *rules* are checked by the store (so the error is
  * KV_EBADKEY, not PROTO_EBADMSG), except that a decoder never yields a length above the max.
  * A BATCH is decoded shallowly: count and the byte range; each inner op is checked when
- * proto_batch_next() yields it. Returns 0 or a PROTO_E* code.
+ * proto_batch_next() yields it. Returns 0 or a PROTO_E* code: PROTO_EBADTYPE for an unknown
+ * op, PROTO_ETOOBIG for a field over its max, PROTO_EBADMSG for anything else (truncated,
+ * trailing bytes). Fields an op does not carry are decoded as zero/empty.
+ * Encoding a BATCH op re-emits op->count and op->batch verbatim (e.g. a decoded batch).
  */
 int proto_op_encode(proto_wbuf_t *w, const proto_op_t *op);
 int proto_op_decode(const uint8_t *p, size_t len, proto_op_t *op);
@@ -233,11 +262,18 @@ typedef struct proto_batch_writer {
 	uint8_t *count_at;
 	uint32_t count;
 } proto_batch_writer_t;
+/*
+ * proto_batch_add: 0; PROTO_EBADTYPE for a read op or a nested BATCH; PROTO_ETOOBIG when the
+ * op does not fit in the buffer or the batch is full. On any error the batch is left exactly
+ * as before the call (not sticky), so a loader can finish it and start the next batch with
+ * the op that did not fit. Finish at least one op: an empty batch does not decode.
+ */
 void proto_batch_begin(proto_batch_writer_t *b, proto_wbuf_t *w);
 int  proto_batch_add(proto_batch_writer_t *b, const proto_op_t *op); /* not a BATCH */
 void proto_batch_finish(proto_batch_writer_t *b);
 
-/* Iterate a decoded BATCH: returns 1 with *op filled, 0 at the end, or a PROTO_E* code. */
+/* Iterate a decoded BATCH: returns 1 with *op filled, 0 at the end, or a PROTO_E* code
+ * (PROTO_EBADMSG for a read op or nested BATCH inside, or bytes left after `count` ops). */
 typedef struct proto_batch_iter {
 	proto_cur_t cur;
 	uint32_t left;
@@ -262,6 +298,8 @@ typedef struct proto_entry {
 int proto_entry_encode(proto_wbuf_t *w, uint64_t time_ms, const proto_op_t *op);
 /* Also valid: header (9 bytes) followed by the raw bytes of an already-encoded op. */
 int proto_entry_encode_raw(proto_wbuf_t *w, uint64_t time_ms, const void *op, size_t len);
+/* Errors: PROTO_EVERSION for an unknown entry version, PROTO_EBADMSG for a read op, and the
+ * proto_op_decode errors. */
 int proto_entry_decode(const uint8_t *p, size_t len, proto_entry_t *e);
 
 /* ---- responses (PROTO_T_RESP payloads; errors travel as PROTO_T_ERROR) -------------- */
@@ -286,7 +324,9 @@ typedef struct proto_bucket_info { /* bytes(u8) name, cfg, u64 keys, u64 bytes, 
 	uint64_t created_rev;
 } proto_bucket_info_t;
 
-typedef struct proto_status {      /* see encoding in proto_status_encode */
+/* u64 node_id, u8 role, u8 is_leader (0|1), u64 term, u64 revision, u64 applied, u64 commit,
+ * u64 first_index, u64 last_index, bytes(u8) leader, bytes(u8) version */
+typedef struct proto_status {
 	uint64_t node_id;
 	uint8_t role;              /* proto_role */
 	bool is_leader;
@@ -345,10 +385,16 @@ typedef struct proto_list_reader {
 	proto_cur_t cur;
 	uint32_t left;
 	bool more;                 /* the server has more items after these */
+	uint8_t op;                /* KEYS, HISTORY or BUCKET_LIST: which items */
 } proto_list_reader_t;
-/* Checks the framing: n items then exactly one trailing u8. 0 or PROTO_EBADMSG. */
+/*
+ * Checks the framing: n items then exactly one trailing u8 (0|1), decoding every item once,
+ * so next() after a successful init does not fail. 0, PROTO_EBADMSG, PROTO_ETOOBIG (an item
+ * field over its max), PROTO_EBADTYPE (op is not a list op).
+ */
 int proto_list_reader_init(proto_list_reader_t *l, const uint8_t *p, size_t len, uint8_t op);
-/* Each returns 1 with an item, 0 at the end, or PROTO_EBADMSG. */
+/* Each returns 1 with an item, 0 at the end, or PROTO_EBADMSG (also when the list is of
+ * another op's items). Items are views into the payload. */
 int proto_list_next_key(proto_list_reader_t *l, proto_bytes_t *key);
 int proto_list_next_rec(proto_list_reader_t *l, proto_rec_t *r);
 int proto_list_next_bucket(proto_list_reader_t *l, proto_bucket_info_t *b);
