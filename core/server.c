@@ -1,0 +1,609 @@
+/*
+ * geokv-primary client connections: listener, framing, HELLO, dispatch of requests to the
+ * pipeline (writes) or the store (reads), and buffered replies.
+ *
+ * Per connection: one read buffer that grows to the largest frame seen (at most max-frame +
+ * header) and shrinks back when idle, and two output buffers used in turn: replies are
+ * appended to one while the other is being written, so any number of pipelined replies go
+ * out in one write(2) per round, with no allocation per reply once the buffers are warm.
+ *
+ * Bad input, and what it gets (the daemon keeps serving everyone else):
+ *   frame over max-frame             ERROR PROTO_ETOOBIG, then close (we cannot skip the body
+ *                                    without reading it, and we refuse to buffer it)
+ *   bad header, HELLO first missing,
+ *   undecodable op                   ERROR PROTO_EBADMSG, then close (framing is suspect)
+ *   unknown frame type / op, a field
+ *   over its protocol maximum        ERROR PROTO_EBADTYPE / PROTO_ETOOBIG, connection kept
+ *   too many writes in flight        ERROR PROTO_EBUSY for that request, connection kept
+ *   version / cluster mismatch       ERROR PROTO_EVERSION / PROTO_ECLUSTER, then close
+ * Name rules, value sizes, unknown buckets are the store's to judge (KV_E* errors).
+ */
+#include "core/primary_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define READ_CHUNK      (64u << 10)
+#define READ_KEEP_MAX   (1u << 20)   /* a read buffer above this is freed when drained */
+#define OUT_HIGH_WATER  (16u << 20)  /* stop reading while this much output is queued */
+#define OUT_KEEP_MAX    (4u << 20)   /* an output buffer above this is freed when written */
+
+struct prim_conn {
+	uv_tcp_t tcp;
+	prim_t *p;
+	prim_conn_t *prev, *next;
+	prim_buf_t in;
+	prim_buf_t out[2];
+	int fill;                 /* out[fill] collects replies; out[!fill] is being written */
+	bool writing;
+	uv_write_t wreq;
+	uint32_t refs;            /* 1 for the handle + 1 per proposal that will answer here */
+	uint32_t inflight;
+	bool hello;
+	bool reading;
+	bool paused;              /* reading stopped for output back-pressure */
+	bool close_after_flush;
+	bool closing;             /* uv_close called */
+	char peer[64];
+};
+
+static void conn_close(prim_conn_t *c);
+static void flush(prim_conn_t *c);
+
+/* ---- refs ----------------------------------------------------------------------------- */
+
+void prim__conn_ref(prim_conn_t *c) { c->refs++; }
+
+void prim__conn_unref(prim_conn_t *c)
+{
+	if (--c->refs > 0)
+		return;
+	prim__buf_free(&c->in);
+	prim__buf_free(&c->out[0]);
+	prim__buf_free(&c->out[1]);
+	free(c);
+}
+
+static void on_closed(uv_handle_t *h)
+{
+	prim_conn_t *c = h->data;
+	prim_t *p = c->p;
+
+	prim__conn_unref(c);
+	prim__maybe_finish(p);
+}
+
+static void conn_close(prim_conn_t *c)
+{
+	prim_t *p = c->p;
+
+	if (c->closing)
+		return;
+	c->closing = true;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		p->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	p->nconns--;
+	uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+/* Close once every queued reply is written. */
+static void close_after_flush(prim_conn_t *c)
+{
+	c->close_after_flush = true;
+	if (c->reading) {
+		uv_read_stop((uv_stream_t *)&c->tcp);
+		c->reading = false;
+	}
+	if (!c->writing && c->out[c->fill].len == 0)
+		conn_close(c);
+}
+
+/* ---- output --------------------------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void start_reading(prim_conn_t *c)
+{
+	if (c->reading || c->closing || c->close_after_flush || c->p->stopping)
+		return;
+	if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+		c->reading = true;
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+	prim_conn_t *c = req->data;
+	prim_buf_t *done = &c->out[!c->fill];
+
+	c->writing = false;
+	done->len = 0;
+	if (done->cap > OUT_KEEP_MAX)
+		prim__buf_free(done);
+	if (c->closing)
+		return;
+	if (status < 0) {
+		GK_DEBUG("server", "write failed", "peer=%s err=%s", c->peer, uv_err_name(status));
+		conn_close(c);
+		return;
+	}
+	flush(c);
+	if (c->paused && c->out[c->fill].len < OUT_HIGH_WATER) {
+		c->paused = false;
+		start_reading(c);
+	}
+	if (c->close_after_flush && !c->writing && c->out[c->fill].len == 0)
+		conn_close(c);
+}
+
+static void flush(prim_conn_t *c)
+{
+	prim_buf_t *b = &c->out[c->fill];
+	uv_buf_t ub;
+
+	if (c->writing || c->closing || b->len == 0)
+		return;
+	ub = uv_buf_init((char *)b->p, (unsigned)b->len);
+	c->wreq.data = c;
+	c->writing = true;
+	c->fill = !c->fill;
+	if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &ub, 1, on_write) != 0) {
+		c->writing = false;
+		b->len = 0;
+		conn_close(c);
+	}
+}
+
+/*
+ * Append one frame to the fill buffer: `enc` writes the payload into w. Retries with a
+ * bigger buffer while the encoder reports PROTO_ETOOBIG, up to max-frame. Returns 0 or the
+ * encoder's error (nothing appended).
+ */
+typedef int (*enc_fn)(void *arg, proto_wbuf_t *w);
+
+static int append_frame(prim_conn_t *c, uint16_t type, uint64_t id, enc_fn enc, void *arg)
+{
+	prim_buf_t *b = &c->out[c->fill];
+	size_t want = 4096, limit = (size_t)c->p->cfg->max_frame + PROTO_HDR_LEN;
+	proto_wbuf_t w;
+	int rc;
+
+	for (;;) {
+		if (prim__buf_reserve(b, want) != 0)
+			return PROTO_EINTERNAL;
+		size_t room = b->cap - b->len > limit ? limit : b->cap - b->len;
+		proto_wbuf_init(&w, b->p + b->len, room);
+		size_t at = proto_frame_begin(&w);
+		rc = enc(arg, &w);
+		if (rc == 0)
+			rc = w.err;
+		if (rc == 0)
+			rc = proto_frame_finish(&w, at, type, id);
+		if (rc == 0) {
+			b->len += proto_wbuf_len(&w);
+			return 0;
+		}
+		if (rc != PROTO_ETOOBIG || room >= limit)
+			return rc;
+		want = room * 2;
+	}
+}
+
+struct err_arg {
+	int code;
+	const char *msg;
+	uint32_t index;
+};
+
+static int enc_error(void *arg, proto_wbuf_t *w)
+{
+	struct err_arg *a = arg;
+	const char *m = a->msg ? a->msg : geokv_strerror(a->code);
+	proto_error_t e = {.code = a->code,
+			   .message = {(const uint8_t *)m, (uint32_t)strlen(m)},
+			   .index = a->index};
+	return proto_error_encode(w, &e);
+}
+
+void prim__reply_error(prim_conn_t *c, uint64_t id, int code, const char *msg, uint32_t index)
+{
+	struct err_arg a = {code, msg, index};
+
+	if (c->closing)
+		return;
+	if (append_frame(c, PROTO_T_ERROR, id, enc_error, &a) != 0)
+		conn_close(c); /* cannot even say why: out of memory */
+	else
+		flush(c);
+}
+
+struct write_arg {
+	uint8_t op;
+	proto_write_resp_t r;
+};
+
+static int enc_write(void *arg, proto_wbuf_t *w)
+{
+	struct write_arg *a = arg;
+	return proto_write_resp_encode(w, a->op, &a->r);
+}
+
+void prim__reply_write(prim_conn_t *c, uint64_t id, uint8_t op, const kv_result_t *r)
+{
+	struct write_arg a = {op, {.rev = r->rev, .count = r->count}};
+
+	if (c->closing)
+		return;
+	if (append_frame(c, PROTO_T_RESP, id, enc_write, &a) != 0)
+		conn_close(c);
+	else
+		flush(c);
+}
+
+void prim__conn_inflight_done(prim_conn_t *c)
+{
+	if (c->inflight)
+		c->inflight--;
+}
+
+/* ---- requests ------------------------------------------------------------------------- */
+
+static int enc_empty(void *arg, proto_wbuf_t *w) { (void)arg; (void)w; return 0; }
+
+static int enc_hello_ok(void *arg, proto_wbuf_t *w)
+{
+	prim_t *p = arg;
+	proto_hello_ok_t m = {
+		.version = PROTO_VERSION,
+		.node_id = p->cfg->node_id,
+		.revision = kv_revision(p->store),
+		.cluster = {(const uint8_t *)p->cfg->cluster_id, (uint32_t)strlen(p->cfg->cluster_id)},
+		.leader = {(const uint8_t *)p->cfg->advertise, (uint32_t)strlen(p->cfg->advertise)},
+	};
+	return proto_hello_ok_encode(w, &m);
+}
+
+static int enc_status(void *arg, proto_wbuf_t *w)
+{
+	proto_status_t st;
+	prim__status(arg, &st);
+	return proto_status_encode(w, &st);
+}
+
+struct read_arg {
+	prim_t *p;
+	const proto_op_t *op;
+};
+
+/* One read transaction per attempt: a retry with a bigger buffer sees a fresh snapshot,
+ * which is as consistent as the first (each response is one snapshot). */
+static int enc_read(void *arg, proto_wbuf_t *w)
+{
+	struct read_arg *a = arg;
+	int rc = kv_read_begin(a->p->store, &a->p->rtxn);
+
+	if (rc != 0)
+		return rc;
+	rc = kv_read_op(&a->p->rtxn, a->op, w);
+	kv_read_end(&a->p->rtxn);
+	return rc;
+}
+
+static void handle_hello(prim_conn_t *c, const proto_hdr_t *h, const uint8_t *pl)
+{
+	prim_t *p = c->p;
+	proto_hello_t m;
+	size_t clen = strlen(p->cfg->cluster_id);
+
+	if (h->type != PROTO_T_HELLO) {
+		prim__reply_error(c, h->id, PROTO_EBADMSG, "expected HELLO", 0);
+		close_after_flush(c);
+		return;
+	}
+	if (proto_hello_decode(pl, h->len, &m) != 0) {
+		prim__reply_error(c, h->id, PROTO_EBADMSG, "malformed HELLO", 0);
+		close_after_flush(c);
+		return;
+	}
+	if (m.version != PROTO_VERSION) {
+		prim__reply_error(c, h->id, PROTO_EVERSION, NULL, 0);
+		close_after_flush(c);
+		return;
+	}
+	if (m.cluster.len && (m.cluster.len != clen || memcmp(m.cluster.p, p->cfg->cluster_id, clen))) {
+		prim__reply_error(c, h->id, PROTO_ECLUSTER, NULL, 0);
+		close_after_flush(c);
+		return;
+	}
+	c->hello = true;
+	if (append_frame(c, PROTO_T_HELLO_OK, h->id, enc_hello_ok, p) != 0)
+		conn_close(c);
+}
+
+/* A BATCH is decoded shallowly; check every inner op now, so the log never holds an entry
+ * that apply cannot decode. */
+static int check_batch(const proto_op_t *op)
+{
+	proto_batch_iter_t it;
+	proto_op_t inner;
+	int rc;
+
+	proto_batch_iter_init(&it, op);
+	while ((rc = proto_batch_next(&it, &inner)) == 1)
+		;
+	return rc;
+}
+
+static void handle_req(prim_conn_t *c, const proto_hdr_t *h, const uint8_t *pl)
+{
+	prim_t *p = c->p;
+	proto_op_t op;
+	int rc = proto_op_decode(pl, h->len, &op);
+
+	if (rc == 0 && op.op == PROTO_OP_BATCH)
+		rc = check_batch(&op);
+	if (rc != 0) {
+		prim__reply_error(c, h->id, rc, NULL, 0);
+		if (rc != PROTO_EBADTYPE && rc != PROTO_ETOOBIG)
+			close_after_flush(c);
+		return;
+	}
+	if (proto_op_is_write(op.op)) {
+		if (c->inflight >= p->cfg->max_inflight) {
+			prim__reply_error(c, h->id, PROTO_EBUSY, NULL, 0);
+			return;
+		}
+		rc = prim__propose(p, c, h->id, op.op, pl, h->len);
+		if (rc != 0) {
+			prim__reply_error(c, h->id, rc == -ENOMEM ? PROTO_EINTERNAL : rc, NULL, 0);
+			return;
+		}
+		c->inflight++;
+		return;
+	}
+	if (op.op == PROTO_OP_STATUS)
+		rc = append_frame(c, PROTO_T_RESP, h->id, enc_status, p);
+	else
+		rc = append_frame(c, PROTO_T_RESP, h->id, enc_read, &(struct read_arg){p, &op});
+	if (rc != 0)
+		prim__reply_error(c, h->id, rc == PROTO_ETOOBIG ? PROTO_ETOOBIG : rc, NULL, 0);
+}
+
+static void handle_frame(prim_conn_t *c, const proto_hdr_t *h, const uint8_t *pl)
+{
+	if (!c->hello) {
+		handle_hello(c, h, pl);
+		return;
+	}
+	switch (h->type) {
+	case PROTO_T_REQ:
+		handle_req(c, h, pl);
+		break;
+	case PROTO_T_PING:
+		if (append_frame(c, PROTO_T_PONG, h->id, enc_empty, NULL) != 0)
+			conn_close(c);
+		break;
+	case PROTO_T_HELLO:
+		prim__reply_error(c, h->id, PROTO_EBADMSG, "session already open", 0);
+		break;
+	default:
+		prim__reply_error(c, h->id, PROTO_EBADTYPE, NULL, 0);
+		break;
+	}
+}
+
+/* ---- reading -------------------------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	prim_conn_t *c = h->data;
+
+	(void)suggested;
+	if (c->in.cap - c->in.len < READ_CHUNK / 4 && prim__buf_reserve(&c->in, READ_CHUNK) != 0) {
+		*buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS: we close */
+		return;
+	}
+	*buf = uv_buf_init((char *)c->in.p + c->in.len, (unsigned)(c->in.cap - c->in.len));
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	prim_conn_t *c = s->data;
+	prim_t *p = c->p;
+	size_t off = 0;
+
+	(void)buf;
+	if (nread < 0) {
+		if (nread != UV_EOF)
+			GK_DEBUG("server", "read failed", "peer=%s err=%s", c->peer,
+				 uv_err_name((int)nread));
+		/* Answers still owed are dropped with the socket; proposals still commit. */
+		conn_close(c);
+		return;
+	}
+	c->in.len += (size_t)nread;
+	while (!c->close_after_flush && !c->closing) {
+		proto_hdr_t h;
+		int rc = proto_hdr_decode(c->in.p + off, c->in.len - off, p->cfg->max_frame, &h);
+
+		if (rc == PROTO_EAGAIN)
+			break;
+		if (rc == PROTO_ETOOBIG) {
+			char msg[96];
+			snprintf(msg, sizeof msg, "frame of %" PRIu32 " bytes exceeds max-frame %" PRIu32,
+				 h.len, p->cfg->max_frame);
+			GK_WARN("server", "frame too big, closing", "peer=%s len=%" PRIu32, c->peer,
+				h.len);
+			prim__reply_error(c, h.id, PROTO_ETOOBIG, msg, 0);
+			close_after_flush(c);
+			break;
+		}
+		if (rc < 0) {
+			GK_WARN("server", "bad frame header, closing", "peer=%s", c->peer);
+			prim__reply_error(c, h.id, PROTO_EBADMSG, "bad frame header", 0);
+			close_after_flush(c);
+			break;
+		}
+		handle_frame(c, &h, c->in.p + off + PROTO_HDR_LEN);
+		off += PROTO_HDR_LEN + h.len;
+	}
+	if (c->closing)
+		goto out;
+	/* Keep the partial frame at the front; make room for all of it if its header says. */
+	if (off > 0) {
+		memmove(c->in.p, c->in.p + off, c->in.len - off);
+		c->in.len -= off;
+	}
+	if (c->in.len >= PROTO_HDR_LEN) {
+		proto_hdr_t h;
+		if (proto_hdr_decode(c->in.p, c->in.len, p->cfg->max_frame, &h) == PROTO_EAGAIN &&
+		    prim__buf_reserve(&c->in, PROTO_HDR_LEN + h.len - c->in.len) != 0) {
+			conn_close(c);
+			goto out;
+		}
+	} else if (c->in.len == 0 && c->in.cap > READ_KEEP_MAX) {
+		prim__buf_free(&c->in); /* one huge frame must not pin its buffer forever */
+	}
+	flush(c);
+	if (c->out[c->fill].len >= OUT_HIGH_WATER && c->reading) {
+		/* The peer is not reading its replies: stop taking requests until it does. */
+		uv_read_stop(s);
+		c->reading = false;
+		c->paused = true;
+	}
+out:
+	prim__kick(p);
+}
+
+/* ---- accept --------------------------------------------------------------------------- */
+
+static void on_connection(uv_stream_t *server, int status)
+{
+	prim_t *p = server->data;
+	prim_conn_t *c;
+	struct sockaddr_storage ss;
+	int namelen = sizeof ss;
+
+	if (status < 0) {
+		GK_WARN("server", "accept failed", "err=%s", uv_err_name(status));
+		return;
+	}
+	if ((c = calloc(1, sizeof *c)) == NULL)
+		return;
+	c->p = p;
+	c->refs = 1;
+	uv_tcp_init(p->loop, &c->tcp);
+	c->tcp.data = c;
+	c->next = p->conns;
+	if (p->conns)
+		p->conns->prev = c;
+	p->conns = c;
+	p->nconns++;
+	if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+		conn_close(c);
+		return;
+	}
+	if (p->nconns > p->cfg->max_conns || p->stopping) {
+		GK_WARN("server", "too many connections, refusing", "max=%" PRIu32, p->cfg->max_conns);
+		conn_close(c);
+		return;
+	}
+	uv_tcp_nodelay(&c->tcp, 1);
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &namelen) == 0) {
+		char ip[48];
+		if (ss.ss_family == AF_INET6) {
+			uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
+			snprintf(c->peer, sizeof c->peer, "[%s]:%u", ip,
+				 ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+		} else {
+			uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
+			snprintf(c->peer, sizeof c->peer, "%s:%u", ip,
+				 ntohs(((struct sockaddr_in *)&ss)->sin_port));
+		}
+	}
+	start_reading(c);
+}
+
+/* Parse "host:port", "[v6]:port"; fills a sockaddr. */
+static int parse_addr(const char *s, struct sockaddr_storage *ss)
+{
+	char host[256];
+	const char *colon;
+	long port;
+	char *end;
+
+	if (s[0] == '[') {
+		const char *rb = strchr(s, ']');
+		if (rb == NULL || rb[1] != ':' || (size_t)(rb - s - 1) >= sizeof host)
+			return -EINVAL;
+		memcpy(host, s + 1, (size_t)(rb - s - 1));
+		host[rb - s - 1] = '\0';
+		colon = rb + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (colon == NULL || (size_t)(colon - s) >= sizeof host)
+			return -EINVAL;
+		memcpy(host, s, (size_t)(colon - s));
+		host[colon - s] = '\0';
+	}
+	port = strtol(colon + 1, &end, 10);
+	if (*end != '\0' || port < 0 || port > 65535 || end == colon + 1)
+		return -EINVAL;
+	if (host[0] == '\0' || strcmp(host, "*") == 0)
+		snprintf(host, sizeof host, "0.0.0.0");
+	if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) == 0)
+		return 0;
+	if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss) == 0)
+		return 0;
+	return -EINVAL;
+}
+
+int prim__listen(prim_t *p)
+{
+	struct sockaddr_storage ss;
+	int rc;
+
+	if (parse_addr(p->cfg->listen, &ss) != 0) {
+		GK_ERROR("server", "bad listen address", "listen=%s hint=\"HOST:PORT\"", p->cfg->listen);
+		return -EINVAL;
+	}
+	uv_tcp_init(p->loop, &p->listener);
+	p->listener.data = p;
+	if ((rc = uv_tcp_bind(&p->listener, (struct sockaddr *)&ss, 0)) != 0 ||
+	    (rc = uv_listen((uv_stream_t *)&p->listener, 1024, on_connection)) != 0) {
+		GK_ERROR("server", "cannot listen", "listen=%s err=\"%s\"", p->cfg->listen,
+			 uv_strerror(rc));
+		uv_close((uv_handle_t *)&p->listener, NULL);
+		uv_run(p->loop, UV_RUN_NOWAIT);
+		return rc;
+	}
+	return 0;
+}
+
+void prim__stop_accepting(prim_t *p)
+{
+	uv_close((uv_handle_t *)&p->listener, NULL);
+	for (prim_conn_t *c = p->conns; c; c = c->next) {
+		if (c->reading) {
+			uv_read_stop((uv_stream_t *)&c->tcp);
+			c->reading = false;
+		}
+	}
+}
+
+void prim__close_all(prim_t *p)
+{
+	prim_conn_t *c = p->conns, *next;
+
+	for (; c; c = next) {
+		next = c->next;
+		close_after_flush(c);
+	}
+}

@@ -1,0 +1,277 @@
+#!/usr/bin/env python3
+"""A tiny raw-frame geokv client for the integration tests (proto/proto.h, little-endian).
+
+It exists so the daemon can be tested on its own, and so tests can send what the real client
+never would: malformed headers, oversize frames, bad HELLOs, undecodable ops.
+
+usage: rawclient.py HOST:PORT COMMAND [ARGS...]
+  status                         print "revision=N applied=N commit=N first=N last=N"
+  bucket-add NAME [MAXVAL] [HISTORY] [MAXAGE_MS]
+  put|create BUCKET KEY VALUE    print "rev=N" or "error=NAME(code) msg"
+  update BUCKET KEY VALUE REV
+  get BUCKET KEY [REV]           print the value, or the error
+  del|purge BUCKET KEY [REV]
+  keys BUCKET [PREFIX]           one key per line
+  batch BUCKET K=V...            one BATCH of puts
+  load BUCKET N VALSIZE ACKFILE  pipelined puts k000000..; each acknowledged key is appended
+                                 to ACKFILE as soon as its response arrives (kill -9 tests)
+  raw-badflags | raw-toobig N | raw-garbage | raw-nohello | raw-badcluster | raw-badversion |
+  raw-badop | raw-truncated-op | raw-badbatch | raw-unknown-type
+                                 send one bad thing; print what came back and whether the
+                                 server closed the connection ("closed" / "open")
+Exit status: 0 when the command got a RESP, 1 on an ERROR reply, 2 on usage or I/O errors.
+"""
+import os
+import socket
+import struct
+import sys
+
+T_HELLO, T_HELLO_OK, T_ERROR, T_PING, T_PONG, T_REQ, T_RESP = 1, 2, 3, 4, 5, 16, 17
+OP = dict(bucket_add=1, bucket_del=2, put=3, create=4, update=5, delete=6, purge=7, batch=8,
+          get=32, keys=33, history=34, bucket_info=35, bucket_list=36, status=37)
+ERRNAMES = {
+    -30100: "KV_ENOTFOUND", -30101: "KV_EEXIST", -30102: "KV_EREVISION", -30103: "KV_EBADKEY",
+    -30104: "KV_EBADBUCKET", -30105: "KV_ENOBUCKET", -30106: "KV_EBUCKETEXISTS",
+    -30107: "KV_ETOOBIG", -30108: "KV_EFULL", -30109: "KV_ECORRUPT", -30110: "KV_EBADCONFIG",
+    -30111: "KV_EREADONLY", -30112: "KV_EINTERNAL", -30113: "KV_EBATCH",
+    -30201: "PROTO_EBADMSG", -30202: "PROTO_ETOOBIG", -30203: "PROTO_EVERSION",
+    -30205: "PROTO_ECLUSTER", -30207: "PROTO_EBUSY", -30208: "PROTO_EINTERNAL",
+    -30211: "PROTO_EBADTYPE", -30212: "PROTO_ESHUTDOWN",
+}
+
+
+def b8(s):
+    return struct.pack("<B", len(s)) + s
+
+
+def b16(s):
+    return struct.pack("<H", len(s)) + s
+
+
+def b32(s):
+    return struct.pack("<I", len(s)) + s
+
+
+def frame(ftype, rid, payload, flags=0):
+    return struct.pack("<IHHQ", len(payload), ftype, flags, rid) + payload
+
+
+def enc_op(op, bucket=b"", key=b"", value=b"", rev=0, cfg=None, after=b"", limit=0):
+    code = OP[op]
+    out = struct.pack("<B", code)
+    if op in ("bucket_list",):
+        return out + b16(after) + struct.pack("<I", limit)
+    if op == "status":
+        return out
+    out += b8(bucket)
+    if op == "bucket_add":
+        hist, maxval, maxage = cfg or (1, 0, 0)
+        return out + struct.pack("<IIQ", hist, maxval, maxage) + b8(b"")
+    if op in ("bucket_del", "bucket_info"):
+        return out
+    out += b16(key)
+    if op in ("put", "create", "update"):
+        out += b32(value)
+    if op in ("update", "delete", "purge", "get", "history"):
+        out += struct.pack("<Q", rev)
+    if op == "keys":
+        out += b16(after) + struct.pack("<I", limit)
+    if op == "history":
+        out += struct.pack("<I", limit)
+    return out
+
+
+class Conn:
+    def __init__(self, addr, cluster=b"", version=1, hello=True):
+        host, port = addr.rsplit(":", 1)
+        self.s = socket.create_connection((host, int(port)), timeout=20)
+        self.buf = b""
+        self.next_id = 1
+        if hello:
+            self.send(frame(T_HELLO, 0, struct.pack("<HB", version, 1) + b8(cluster) + b16(b"")))
+            t, _, p = self.recv()
+            if t != T_HELLO_OK:
+                raise RuntimeError("hello refused: %s" % (describe_error(p),))
+
+    def send(self, data):
+        self.s.sendall(data)
+
+    def recv(self):
+        """One frame: (type, id, payload); raises EOFError when the server closed."""
+        while True:
+            if len(self.buf) >= 16:
+                ln, t, _, rid = struct.unpack_from("<IHHQ", self.buf)
+                if len(self.buf) >= 16 + ln:
+                    p = self.buf[16:16 + ln]
+                    self.buf = self.buf[16 + ln:]
+                    return t, rid, p
+            d = self.s.recv(1 << 20)
+            if not d:
+                raise EOFError()
+            self.buf += d
+
+    def closed(self):
+        """True when the server has closed (reads EOF within 2 s)."""
+        try:
+            self.s.settimeout(2)
+            while True:
+                d = self.s.recv(65536)
+                if not d:
+                    return True
+        except (socket.timeout, TimeoutError):
+            return False
+        except OSError:
+            return True
+
+    def req(self, payload):
+        rid = self.next_id
+        self.next_id += 1
+        self.send(frame(T_REQ, rid, payload))
+        t, r, p = self.recv()
+        assert r == rid, (r, rid)
+        return t, p
+
+
+def describe_error(p):
+    code, mlen = struct.unpack_from("<iH", p)
+    msg = p[6:6 + mlen].decode(errors="replace")
+    return "error=%s(%d) %s" % (ERRNAMES.get(code, "?"), code, msg)
+
+
+def print_reply(t, p, body):
+    if t == T_ERROR:
+        print(describe_error(p))
+        return 1
+    print(body(p))
+    return 0
+
+
+def main(argv):
+    if len(argv) < 3:
+        print(__doc__, file=sys.stderr)
+        return 2
+    addr, cmd, args = argv[1], argv[2], [a.encode() for a in argv[3:]]
+    if cmd.startswith("raw-"):
+        return raw(addr, cmd, args)
+    c = Conn(addr, cluster=os.environ.get("GEOKV_CLUSTER", "").encode())
+    rev_body = lambda p: "rev=%d" % struct.unpack_from("<Q", p)[0]
+    if cmd == "status":
+        t, p = c.req(enc_op("status"))
+        def body(p):
+            f = struct.unpack_from("<QBBQQQQQQ", p)
+            return "revision=%d applied=%d commit=%d first=%d last=%d" % (f[4], f[5], f[6], f[7], f[8])
+        return print_reply(t, p, body)
+    if cmd == "bucket-add":
+        maxval = int(args[1]) if len(args) > 1 else 0
+        hist = int(args[2]) if len(args) > 2 else 1
+        maxage = int(args[3]) if len(args) > 3 else 0
+        t, p = c.req(enc_op("bucket_add", args[0], cfg=(hist, maxval, maxage)))
+        return print_reply(t, p, rev_body)
+    if cmd in ("put", "create"):
+        t, p = c.req(enc_op(cmd, args[0], args[1], args[2]))
+        return print_reply(t, p, rev_body)
+    if cmd == "update":
+        t, p = c.req(enc_op("update", args[0], args[1], args[2], int(args[3])))
+        return print_reply(t, p, rev_body)
+    if cmd in ("del", "purge"):
+        op = "delete" if cmd == "del" else "purge"
+        t, p = c.req(enc_op(op, args[0], args[1], rev=int(args[2]) if len(args) > 2 else 0))
+        return print_reply(t, p, rev_body)
+    if cmd == "get":
+        t, p = c.req(enc_op("get", args[0], args[1], rev=int(args[2]) if len(args) > 2 else 0))
+        def body(p):
+            kl = struct.unpack_from("<H", p)[0]
+            vl = struct.unpack_from("<I", p, 2 + kl)[0]
+            return p[6 + kl:6 + kl + vl].decode(errors="replace")
+        return print_reply(t, p, body)
+    if cmd == "keys":
+        t, p = c.req(enc_op("keys", args[0], args[1] if len(args) > 1 else b""))
+        def body(p):
+            n = struct.unpack_from("<I", p)[0]
+            off, out = 4, []
+            for _ in range(n):
+                kl = struct.unpack_from("<H", p, off)[0]
+                out.append(p[off + 2:off + 2 + kl].decode())
+                off += 2 + kl
+            return "\n".join(out)
+        return print_reply(t, p, body)
+    if cmd == "batch":
+        ops = [enc_op("put", args[0], kv.split(b"=", 1)[0], kv.split(b"=", 1)[1]) for kv in args[1:]]
+        payload = struct.pack("<BI", OP["batch"], len(ops)) + b"".join(ops)
+        t, p = c.req(payload)
+        return print_reply(t, p, lambda p: "rev=%d count=%d" % struct.unpack_from("<QI", p))
+    if cmd == "load":
+        return load(c, args[0], int(args[1]), int(args[2]), args[3].decode())
+    print("unknown command", cmd, file=sys.stderr)
+    return 2
+
+
+def load(c, bucket, n, valsize, ackfile):
+    """Pipelined puts with a window; record each acknowledged key at once (unbuffered)."""
+    window, sent, acked, errors = 256, 0, 0, 0
+    keys = {}
+    with open(ackfile, "a", buffering=1) as ack:
+        while acked + errors < n:
+            while sent < n and sent - acked - errors < window:
+                key = b"k%06d" % sent
+                keys[sent + 1] = key
+                value = (key * (valsize // len(key) + 1))[:valsize]
+                c.send(frame(T_REQ, sent + 1, enc_op("put", bucket, key, value)))
+                sent += 1
+            t, rid, p = c.recv()
+            if t == T_RESP:
+                ack.write(keys.pop(rid).decode() + "\n")
+                acked += 1
+            else:
+                keys.pop(rid, None)
+                errors += 1
+    print("acked=%d errors=%d" % (acked, errors))
+    return 0 if errors == 0 else 1
+
+
+def raw(addr, cmd, args):
+    cluster = os.environ.get("GEOKV_CLUSTER", "").encode()
+    hello_needed = cmd not in ("raw-nohello", "raw-badcluster", "raw-badversion", "raw-garbage")
+    c = Conn(addr, cluster=cluster, hello=hello_needed)
+    if cmd == "raw-badflags":
+        c.send(frame(T_REQ, 7, enc_op("status"), flags=0x8000))
+    elif cmd == "raw-toobig":
+        # Announce a huge payload, send only a little: the server must not wait for it.
+        c.send(struct.pack("<IHHQ", int(args[0]), T_REQ, 0, 8) + b"x" * 100)
+    elif cmd == "raw-garbage":
+        c.send(os.urandom(8) + b"\xff\xff\xff\x7f" + os.urandom(64))
+    elif cmd == "raw-nohello":
+        c.send(frame(T_REQ, 9, enc_op("status")))
+    elif cmd == "raw-badcluster":
+        c.send(frame(T_HELLO, 0, struct.pack("<HB", 1, 1) + b8(b"not-this-cluster") + b16(b"")))
+    elif cmd == "raw-badversion":
+        c.send(frame(T_HELLO, 0, struct.pack("<HB", 99, 1) + b8(b"") + b16(b"")))
+    elif cmd == "raw-badop":
+        c.send(frame(T_REQ, 10, b"\xee\x01\x02"))
+    elif cmd == "raw-truncated-op":
+        c.send(frame(T_REQ, 11, enc_op("put", b"b", b"k", b"value")[:-3]))
+    elif cmd == "raw-badbatch":
+        inner = enc_op("put", b"b", b"k", b"v")
+        c.send(frame(T_REQ, 12, struct.pack("<BI", OP["batch"], 2) + inner + b"\x20\x01"))
+    elif cmd == "raw-unknown-type":
+        c.send(frame(99, 13, b""))
+    else:
+        print("unknown raw command", cmd, file=sys.stderr)
+        return 2
+    try:
+        t, rid, p = c.recv()
+        reply = describe_error(p) if t == T_ERROR else "type=%d" % t
+    except EOFError:
+        reply = "no-reply"
+    except (socket.timeout, TimeoutError):
+        reply = "timeout"
+    print(reply, "closed" if c.closed() else "open")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv))
+    except (OSError, EOFError, RuntimeError) as e:
+        print("io-error:", e, file=sys.stderr)
+        sys.exit(2)
