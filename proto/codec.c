@@ -303,6 +303,7 @@ int proto_error_encode(proto_wbuf_t *w, const proto_error_t *m)
 	put_field(w, 2, m->message, PROTO_MAX_ERRMSG);
 	put_field(w, 1, m->leader, PROTO_MAX_ADDR);
 	proto_put_u32(w, m->index);
+	proto_put_u32(w, (uint32_t)m->cause);
 	return w->err;
 }
 
@@ -315,6 +316,7 @@ int proto_error_decode(const uint8_t *p, size_t len, proto_error_t *m)
 	m->message = proto_get_bytes(&c, 2, PROTO_MAX_ERRMSG);
 	m->leader = proto_get_bytes(&c, 1, PROTO_MAX_ADDR);
 	m->index = proto_get_u32(&c);
+	m->cause = (int32_t)proto_get_u32(&c);
 	if (c.err == 0 && m->code >= 0)
 		return PROTO_EBADMSG; /* an error frame must carry an error */
 	return cur_done(&c);

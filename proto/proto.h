@@ -177,11 +177,12 @@ typedef struct proto_hello_ok {    /* u16 version, u64 node_id, u64 revision, by
 } proto_hello_ok_t;
 
 /* A decoded ERROR with code >= 0 is PROTO_EBADMSG: an error frame always carries an error. */
-typedef struct proto_error {       /* i32 code, bytes(u16) message, bytes(u8) leader, u32 index */
+typedef struct proto_error {       /* i32 code, bytes(u16) message, bytes(u8) leader, u32 index, i32 cause */
 	int32_t code;              /* KV_E* / PROTO_E* */
 	proto_bytes_t message;     /* human text, may be empty */
 	proto_bytes_t leader;      /* PROTO_ENOTLEADER: "host:port" of the leader if known */
 	uint32_t index;            /* KV_EBATCH: index of the failing op in the batch */
+	int32_t cause;             /* KV_EBATCH: that op's own error (kv_result_t.failed_status); else 0 */
 } proto_error_t;
 
 int proto_hello_encode(proto_wbuf_t *w, const proto_hello_t *m);

@@ -46,7 +46,7 @@ size_t samples_build(sample_t *out, size_t max)
 		s->len = proto_wbuf_len(&w);
 	}
 	if ((s = add(out, &n, max, "error", SK_ERROR))) {
-		proto_error_t m = {PROTO_ENOTLEADER, B("not the leader"), B("10.0.0.2:7400"), 0};
+		proto_error_t m = {KV_EBATCH, B("op 3 failed"), B("10.0.0.2:7400"), 3, KV_EBADKEY};
 		proto_wbuf_init(&w, s->buf, sizeof s->buf);
 		proto_error_encode(&w, &m);
 		s->len = proto_wbuf_len(&w);

@@ -431,7 +431,7 @@ Test(proto_codec, response_enums_out_of_range_are_badmsg)
 	buf[9] = 2; /* is_leader */
 	cr_assert_eq(proto_status_decode(buf, proto_wbuf_len(&w), &st), PROTO_EBADMSG);
 
-	proto_error_t e = {0, B("x"), B(""), 0};
+	proto_error_t e = {0, B("x"), B(""), 0, 0};
 	proto_wbuf_init(&w, buf, sizeof buf);
 	proto_error_encode(&w, &e);
 	cr_assert_eq(proto_error_decode(buf, proto_wbuf_len(&w), &e), PROTO_EBADMSG,
