@@ -1,0 +1,723 @@
+/*
+ * One client connection on a worker's loop: bytes in -> TLS -> HTTP -> answers -> TLS ->
+ * bytes out, plus its timeouts, rate limit and the ?min_rev wait.
+ *
+ * Buffers, and why each exists:
+ *   - ciphertext arrives in the worker's shared read buffer; mbedTLS copies what it needs
+ *     into its own record buffer, and only bytes left over while the connection is paused
+ *     (waiting, or its output backed up) are copied into c->cin.
+ *   - plaintext requests live in c->http's buffer (max header bytes + 4 KiB), because a
+ *     request may arrive across many reads.
+ *   - answers are staged in the worker's gw_out_t and encrypted once per batch; ciphertext
+ *     goes to the socket with uv_try_write, and only what the kernel refused is copied into
+ *     c->pbuf, written by uv_write. While a write is in flight its buffer (c->wbuf) is owned
+ *     by libuv, so new bytes go to pbuf and the two swap when it completes.
+ * None of these is allocated per request; connection structs and their mbedTLS contexts are
+ * pooled, so a new connection allocates nothing once the pool is warm.
+ *
+ * Order of answers: one request is answered at a time, in arrival order (the parser pauses
+ * after each), so pipelined answers cannot be reordered, and a request waiting for ?min_rev
+ * holds back the ones behind it, as HTTP/1.1 requires.
+ */
+#include "gateway/gw.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto/log.h"
+
+enum phase { PH_NONE, PH_HANDSHAKE, PH_HEADER, PH_IDLE, PH_WRITE };
+
+#define PENDING_PAUSE   (256u << 10) /* stop reading requests while this much is unsent */
+#define PENDING_MAX     (16u << 20)  /* a client that lets this much pile up is dropped */
+#define POOL_MAX        256
+#define KEEP_BUF_MAX    (64u << 10)  /* pooled connections keep write buffers up to this */
+
+typedef struct gw_conn {
+	uv_tcp_t tcp;
+	gw_worker_t *w;
+	struct gw_conn *prev, *next;
+	struct gw_conn *wnext;
+	gw_http_t http;
+	bool http_ready;
+	proto_tls_conn_t tls;
+	gw_tlsgen_t *gen;
+	uint8_t *cin, *wbuf, *pbuf;
+	size_t cin_len, cin_cap, wlen, wcap, plen, pcap;
+	uv_write_t wreq;
+	bool writing, closing, close_after, waiting, paused, reading, eof, had_error;
+	uint8_t phase;
+	uint64_t deadline;
+	uint64_t rate_sec;
+	uint32_t rate_n;
+	gw_req_t req;
+	gw_target_t target;
+	int route_rc;
+	uint64_t wait_until;
+} gw_conn_t;
+
+static void pump(gw_conn_t *c);
+static void close_now(gw_conn_t *c);
+static void start_reading(gw_conn_t *c);
+
+static bool tls_on(const gw_conn_t *c) { return !c->w->m->cfg.plain; }
+static uint64_t now_ms(gw_conn_t *c) { return uv_now(&c->w->loop); }
+
+/* ---- output ------------------------------------------------------------------------- */
+
+static int grow(uint8_t **buf, size_t *cap, size_t need)
+{
+	size_t n = *cap ? *cap : 4096;
+	uint8_t *p;
+
+	if (need <= *cap)
+		return 0;
+	while (n < need)
+		n *= 2;
+	p = realloc(*buf, n);
+	if (p == NULL)
+		return -ENOMEM;
+	*buf = p;
+	*cap = n;
+	return 0;
+}
+
+static void write_cb(uv_write_t *req, int status);
+
+static void start_write(gw_conn_t *c)
+{
+	uint8_t *t = c->wbuf;
+	size_t tc = c->wcap;
+	uv_buf_t b;
+
+	c->wbuf = c->pbuf;
+	c->wcap = c->pcap;
+	c->wlen = c->plen;
+	c->pbuf = t;
+	c->pcap = tc;
+	c->plen = 0;
+	b = uv_buf_init((char *)c->wbuf, (unsigned)c->wlen);
+	c->writing = true;
+	int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, write_cb);
+	if (rc != 0) {
+		c->writing = false;
+		c->had_error = true;
+		close_now(c);
+	}
+}
+
+/* Transmit: try the socket now, keep only what it refused. Used by TLS and plain output. */
+static int sock_send(void *ctx, const uint8_t *p, size_t n)
+{
+	gw_conn_t *c = ctx;
+
+	if (c->closing && c->had_error)
+		return -EPIPE;
+	if (!c->writing && c->plen == 0) {
+		uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+		int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+		if (r == (int)n)
+			return 0;
+		if (r < 0 && r != UV_EAGAIN)
+			return r;
+		if (r > 0) {
+			p += r;
+			n -= (size_t)r;
+		}
+	}
+	if (c->plen + n > PENDING_MAX || grow(&c->pbuf, &c->pcap, c->plen + n) != 0)
+		return -ENOBUFS;
+	memcpy(c->pbuf + c->plen, p, n);
+	c->plen += n;
+	if (!c->writing && !c->closing)
+		start_write(c);
+	return 0;
+}
+
+static int out_flush(void *ctx, const void *p, size_t n)
+{
+	gw_conn_t *c = ctx;
+
+	if (c->closing && c->had_error)
+		return -EPIPE;
+	if (tls_on(c))
+		return proto_tls_write(&c->tls, p, n);
+	return sock_send(c, p, n);
+}
+
+static void set_phase(gw_conn_t *c, enum phase ph)
+{
+	const gw_config_t *cfg = &c->w->m->cfg;
+	uint32_t ms = 0;
+
+	if (c->phase == ph && ph == PH_HEADER)
+		return; /* the header deadline runs from the request's first byte, not the last */
+	c->phase = (uint8_t)ph;
+	switch (ph) {
+	case PH_HANDSHAKE: ms = cfg->handshake_timeout_ms; break;
+	case PH_HEADER: ms = cfg->header_timeout_ms; break;
+	case PH_IDLE: ms = cfg->idle_timeout_ms; break;
+	case PH_WRITE: ms = cfg->write_timeout_ms; break;
+	default: break;
+	}
+	c->deadline = ms ? now_ms(c) + ms : 0;
+}
+
+static void write_cb(uv_write_t *req, int status)
+{
+	gw_conn_t *c = req->data;
+
+	c->writing = false;
+	c->wlen = 0;
+	if (status < 0) {
+		c->had_error = true;
+		close_now(c);
+		return;
+	}
+	if (c->closing)
+		return;
+	if (c->plen > 0) {
+		start_write(c);
+		set_phase(c, PH_WRITE);
+		return;
+	}
+	if (c->close_after && !c->waiting) {
+		close_now(c);
+		return;
+	}
+	if (c->paused) {
+		c->paused = false;
+		pump(c);
+		return;
+	}
+	set_phase(c, gw_http_partial(&c->http) ? PH_HEADER : PH_IDLE);
+}
+
+/* ---- answering ------------------------------------------------------------------------ */
+
+static void use_out(gw_conn_t *c)
+{
+	gw_out_t *o = &c->w->out;
+
+	o->ctx = c;
+	o->flush = out_flush;
+	o->err = 0;
+}
+
+/* Answer c->req. Returns true when the connection must stop processing (wait or close). */
+static bool answer(gw_conn_t *c)
+{
+	gw_worker_t *w = c->w;
+	bool close = false;
+	uint64_t before = w->out.bytes;
+	int st = gw_respond(&w->ctx, &c->req, &c->target, c->route_rc, &w->out, now_ms(c),
+			    &c->wait_until, &close);
+
+	if (st == GW_WAIT) {
+		if (!c->waiting) {
+			c->waiting = true;
+			c->wnext = w->waiters;
+			w->waiters = c;
+			proto_metrics_inc(&w->stats.min_rev_waits, 1);
+			if (!uv_is_active((uv_handle_t *)&w->wait_timer))
+				uv_timer_start(&w->wait_timer, gw__worker_wait_cb, 1, 1);
+		}
+		return true;
+	}
+	proto_metrics_inc(&w->stats.bytes_out, w->out.bytes - before);
+	gw_stats_request(&w->stats, c->target.route, st, c->req.t_start_ns);
+	gw_http_done(&c->http);
+	if (close || c->req.upgrade) {
+		c->close_after = true;
+		return true;
+	}
+	return false;
+}
+
+static bool rate_exceeded(gw_conn_t *c)
+{
+	uint32_t max = c->w->m->cfg.max_req_rate;
+	uint64_t sec = now_ms(c) / 1000;
+
+	if (max == 0)
+		return false;
+	if (sec != c->rate_sec) {
+		c->rate_sec = sec;
+		c->rate_n = 0;
+	}
+	return ++c->rate_n > max;
+}
+
+/* Returns true when processing must stop (waiting, closing, or no more requests). */
+static bool process_requests(gw_conn_t *c)
+{
+	gw_worker_t *w = c->w;
+
+	for (;;) {
+		int rc = gw_http_next(&c->http, &c->req);
+		if (rc == GW_HTTP_MORE)
+			return false;
+		if (rc == GW_HTTP_ERROR) {
+			int st = c->http.err_status;
+			gw_respond_error(&w->ctx, &w->out, st, c->http.err_reason, true);
+			gw_stats_request(&w->stats, GW_R_OTHER, st, 0);
+			if (st == 400)
+				proto_metrics_inc(&w->stats.protocol_errors, 1);
+			c->close_after = true;
+			return true;
+		}
+		if (rate_exceeded(c)) {
+			gw_respond_error(&w->ctx, &w->out, 429, "too many requests", true);
+			gw_stats_request(&w->stats, GW_R_OTHER, 429, c->req.t_start_ns);
+			proto_metrics_inc(&w->stats.rate_limited, 1);
+			c->close_after = true;
+			return true;
+		}
+		c->route_rc = gw_route_parse(c->req.url, c->req.url_len, &c->target);
+		c->wait_until = 0;
+		if (answer(c))
+			return true;
+	}
+}
+
+/* After processing: flush, end the read txn, and decide reading, deadline, closing. */
+static void settle(gw_conn_t *c)
+{
+	gw_worker_t *w = c->w;
+
+	gw_out_flush(&w->out);
+	gw_ctx_end_read(&w->ctx);
+	if (w->out.err != 0) {
+		c->had_error = true;
+		close_now(c);
+		return;
+	}
+	if (c->closing)
+		return;
+	if (c->close_after && !c->waiting) {
+		if (!c->writing) {
+			close_now(c);
+			return;
+		}
+	}
+	if (c->paused || c->waiting || c->close_after || c->eof) {
+		if (c->reading) {
+			uv_read_stop((uv_stream_t *)&c->tcp);
+			c->reading = false;
+		}
+	} else {
+		start_reading(c);
+	}
+	if (c->waiting)
+		set_phase(c, PH_NONE);
+	else if (c->writing)
+		set_phase(c, PH_WRITE);
+	else if (tls_on(c) && !c->tls.established)
+		; /* the handshake deadline keeps running */
+	else if (gw_http_partial(&c->http))
+		set_phase(c, PH_HEADER);
+	else
+		set_phase(c, PH_IDLE);
+}
+
+static void keep_cipher(gw_conn_t *c)
+{
+	size_t n = proto_tls_unconsumed(&c->tls);
+	const uint8_t *p = c->tls.in;
+
+	if (n == 0) {
+		c->cin_len = 0;
+		return;
+	}
+	if (p >= c->cin && p < c->cin + c->cin_cap) {
+		memmove(c->cin, p, n);
+	} else if (grow(&c->cin, &c->cin_cap, n) == 0) {
+		memcpy(c->cin, p, n);
+	} else {
+		c->had_error = true;
+		close_now(c);
+		return;
+	}
+	c->cin_len = n;
+	proto_tls_feed(&c->tls, c->cin, n);
+}
+
+static void pump(gw_conn_t *c)
+{
+	gw_worker_t *w = c->w;
+
+	use_out(c);
+	for (;;) {
+		if (c->closing || c->waiting || c->close_after)
+			break;
+		if (c->plen >= PENDING_PAUSE) {
+			c->paused = true;
+			break;
+		}
+		if (tls_on(c) && !c->tls.established) {
+			int rc = proto_tls_handshake(&c->tls);
+			if (rc == PROTO_EAGAIN)
+				break;
+			if (rc != 0) {
+				proto_metrics_inc(&w->stats.hs_failed, 1);
+				GK_DEBUG("gateway", "tls handshake failed", "err=\"%s\"",
+					 proto_tls_strerror(c->tls.tls_err));
+				c->had_error = true;
+				close_now(c);
+				return;
+			}
+			proto_metrics_inc(c->tls.resumed ? &w->stats.hs_resumed : &w->stats.hs_full, 1);
+			continue;
+		}
+		if (process_requests(c))
+			break;
+		if (!tls_on(c))
+			break;
+		size_t avail;
+		char *space = gw_http_space(&c->http, &avail);
+		if (avail == 0)
+			break;
+		long n = proto_tls_read(&c->tls, space, avail);
+		if (n > 0) {
+			gw_http_commit(&c->http, (size_t)n);
+			continue;
+		}
+		if (n == PROTO_EAGAIN)
+			break;
+		if (n == PROTO_ECLOSED) {
+			c->eof = true;
+			c->close_after = true;
+			break;
+		}
+		proto_metrics_inc(&w->stats.protocol_errors, 1);
+		c->had_error = true;
+		close_now(c);
+		return;
+	}
+	if (tls_on(c) && !c->closing)
+		keep_cipher(c);
+	settle(c);
+}
+
+/* ---- reading --------------------------------------------------------------------------- */
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	gw_conn_t *c = h->data;
+
+	if (tls_on(c)) {
+		*buf = uv_buf_init(c->w->rbuf, (unsigned)c->w->rbuf_cap);
+	} else {
+		size_t avail;
+		char *p = gw_http_space(&c->http, &avail);
+		*buf = uv_buf_init(p, (unsigned)avail);
+	}
+}
+
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	gw_conn_t *c = s->data;
+
+	if (nread == 0 || c->closing)
+		return;
+	if (nread < 0) {
+		/* EOF (a client may half-close after pipelining): answer what is buffered, then
+		 * close. Errors: close at once. */
+		if (nread != UV_EOF)
+			c->had_error = true;
+		c->eof = true;
+		c->close_after = true;
+		if (c->had_error || (!c->waiting && !c->writing))
+			close_now(c);
+		else
+			settle(c);
+		return;
+	}
+	proto_metrics_inc(&c->w->stats.bytes_in, (uint64_t)nread);
+	if (!tls_on(c)) {
+		gw_http_commit(&c->http, (size_t)nread);
+	} else if (c->cin_len > 0) {
+		if (grow(&c->cin, &c->cin_cap, c->cin_len + (size_t)nread) != 0) {
+			c->had_error = true;
+			close_now(c);
+			return;
+		}
+		memcpy(c->cin + c->cin_len, buf->base, (size_t)nread);
+		c->cin_len += (size_t)nread;
+		proto_tls_feed(&c->tls, c->cin, c->cin_len);
+	} else {
+		proto_tls_feed(&c->tls, (const uint8_t *)buf->base, (size_t)nread);
+	}
+	pump(c);
+}
+
+static void start_reading(gw_conn_t *c)
+{
+	if (!c->reading && !c->closing) {
+		c->reading = true;
+		uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+	}
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------- */
+
+static void conn_free(gw_conn_t *c)
+{
+	if (c->gen != NULL) {
+		proto_tls_conn_free(&c->tls);
+		gw__worker_tls_release(c->w, c->gen);
+		c->gen = NULL;
+	}
+	if (c->http_ready)
+		gw_http_free(&c->http);
+	free(c->cin);
+	free(c->wbuf);
+	free(c->pbuf);
+	free(c);
+}
+
+static void trim(uint8_t **buf, size_t *cap)
+{
+	if (*cap > KEEP_BUF_MAX) {
+		free(*buf);
+		*buf = NULL;
+		*cap = 0;
+	}
+}
+
+static void on_close(uv_handle_t *h)
+{
+	gw_conn_t *c = h->data;
+	gw_worker_t *w = c->w;
+
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		w->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	w->nconns--;
+	proto_metrics_inc(&w->stats.conns_open, (uint64_t)-1);
+	if (w->npool >= POOL_MAX || (c->gen != NULL && c->gen != w->tls) || w->stopping) {
+		conn_free(c);
+		return;
+	}
+	trim(&c->cin, &c->cin_cap);
+	trim(&c->wbuf, &c->wcap);
+	trim(&c->pbuf, &c->pcap);
+	c->next = w->pool;
+	w->pool = c;
+	w->npool++;
+}
+
+static void unwait(gw_conn_t *c)
+{
+	gw_conn_t **pp = &c->w->waiters;
+
+	while (*pp != NULL && *pp != c)
+		pp = &(*pp)->wnext;
+	if (*pp == c)
+		*pp = c->wnext;
+	c->wnext = NULL;
+	c->waiting = false;
+}
+
+static void close_now(gw_conn_t *c)
+{
+	if (c->closing)
+		return;
+	if (c->waiting)
+		unwait(c);
+	if (tls_on(c) && c->tls.established && !c->had_error && !c->writing && c->plen == 0)
+		proto_tls_close_notify(&c->tls); /* best effort: try_write, else dropped */
+	c->closing = true;
+	if (c->reading)
+		uv_read_stop((uv_stream_t *)&c->tcp);
+	c->reading = false;
+	uv_close((uv_handle_t *)&c->tcp, on_close);
+}
+
+static gw_conn_t *conn_get(gw_worker_t *w)
+{
+	gw_conn_t *c = w->pool;
+
+	if (c != NULL) {
+		w->pool = c->next;
+		w->npool--;
+	} else {
+		c = calloc(1, sizeof *c);
+		if (c == NULL)
+			return NULL;
+		if (gw_http_init(&c->http, &w->m->cfg.lim) != 0) {
+			free(c);
+			return NULL;
+		}
+		c->http_ready = true;
+	}
+	c->w = w;
+	c->prev = c->next = c->wnext = NULL;
+	c->cin_len = c->wlen = c->plen = 0;
+	c->writing = c->closing = c->close_after = c->waiting = c->paused = false;
+	c->reading = c->eof = c->had_error = false;
+	c->phase = PH_NONE;
+	c->deadline = 0;
+	c->rate_sec = 0;
+	c->rate_n = 0;
+	gw_http_reset(&c->http);
+	return c;
+}
+
+void gw__conn_accept(gw_worker_t *w)
+{
+	gw_conn_t *c = conn_get(w);
+	int rc;
+
+	if (c == NULL) {
+		/* Out of memory: accept and drop, or the listener would spin on this client. */
+		uv_tcp_t tmp;
+		uv_tcp_init(&w->loop, &tmp);
+		(void)uv_accept((uv_stream_t *)&w->listener, (uv_stream_t *)&tmp);
+		uv_close((uv_handle_t *)&tmp, NULL);
+		uv_run(&w->loop, UV_RUN_NOWAIT);
+		return;
+	}
+	uv_tcp_init(&w->loop, &c->tcp);
+	c->tcp.data = c;
+	c->wreq.data = c;
+	c->next = w->conns;
+	if (w->conns)
+		w->conns->prev = c;
+	w->conns = c;
+	w->nconns++;
+	proto_metrics_inc(&w->stats.conns_open, 1);
+	if ((rc = uv_accept((uv_stream_t *)&w->listener, (uv_stream_t *)&c->tcp)) != 0) {
+		c->had_error = true;
+		close_now(c);
+		return;
+	}
+	proto_metrics_inc(&w->stats.conns_total, 1);
+	if (w->nconns > w->max_conns || w->stopping) {
+		/* Graceful refusal: plain clients get a 503 they can act on; TLS clients get a
+		 * clean close, because a handshake is the expensive thing we are short of. */
+		proto_metrics_inc(&w->stats.conns_refused, 1);
+		if (!tls_on(c)) {
+			static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
+				"Content-Length: 5\r\nRetry-After: 1\r\nConnection: close\r\n\r\nbusy\n";
+			uv_buf_t b = uv_buf_init((char *)busy, sizeof busy - 1);
+			(void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+		}
+		c->had_error = true;
+		close_now(c);
+		return;
+	}
+	uv_tcp_nodelay(&c->tcp, 1);
+	if (tls_on(c)) {
+		if (c->gen != w->tls) {
+			if (c->gen != NULL) {
+				proto_tls_conn_free(&c->tls);
+				gw__worker_tls_release(w, c->gen);
+			}
+			c->gen = w->tls;
+			c->gen->refs++;
+		}
+		if (proto_tls_conn_init(&c->tls, &c->gen->conf, sock_send, c) != 0) {
+			c->had_error = true;
+			close_now(c);
+			return;
+		}
+		set_phase(c, PH_HANDSHAKE);
+	} else {
+		set_phase(c, PH_HEADER);
+	}
+	start_reading(c);
+}
+
+void gw__conn_tick(gw_worker_t *w, uint64_t now)
+{
+	gw_conn_t *c, *next;
+
+	for (c = w->conns; c != NULL; c = next) {
+		next = c->next;
+		if (c->closing)
+			continue;
+		if (w->stopping && !c->waiting && !c->writing && !gw_http_partial(&c->http)) {
+			close_now(c); /* idle during shutdown */
+			continue;
+		}
+		if (c->deadline == 0 || now < c->deadline)
+			continue;
+		switch (c->phase) {
+		case PH_HANDSHAKE:
+			proto_metrics_inc(&w->stats.timeouts_handshake, 1);
+			break;
+		case PH_HEADER:
+			proto_metrics_inc(&w->stats.timeouts_header, 1);
+			if (!tls_on(c) || c->tls.established) {
+				use_out(c);
+				gw_respond_error(&w->ctx, &w->out, 408, "request timeout", true);
+				gw_stats_request(&w->stats, GW_R_OTHER, 408, 0);
+				gw_out_flush(&w->out);
+			}
+			break;
+		case PH_IDLE:
+			proto_metrics_inc(&w->stats.timeouts_idle, 1);
+			break;
+		case PH_WRITE:
+			proto_metrics_inc(&w->stats.timeouts_write, 1);
+			c->had_error = true;
+			break;
+		}
+		close_now(c);
+	}
+}
+
+void gw__conn_wait_tick(gw_worker_t *w, uint64_t now)
+{
+	gw_conn_t *c = w->waiters, *next;
+	uint64_t rev;
+
+	if (c == NULL) {
+		uv_timer_stop(&w->wait_timer);
+		return;
+	}
+	/* A fresh snapshot: the revision must be read after the node published it. */
+	gw_ctx_end_read(&w->ctx);
+	rev = gw_node_revision(&w->ctx);
+	gw_ctx_end_read(&w->ctx);
+	for (; c != NULL; c = next) {
+		next = c->wnext;
+		if (rev < c->target.min_rev && now < c->wait_until)
+			continue;
+		unwait(c);
+		use_out(c);
+		if (!answer(c))
+			pump(c);
+		else
+			settle(c);
+	}
+	if (w->waiters == NULL)
+		uv_timer_stop(&w->wait_timer);
+}
+
+void gw__conn_stop_all(gw_worker_t *w, bool force)
+{
+	gw_conn_t *c, *next;
+
+	w->ctx.stopping = true;
+	for (c = w->conns; c != NULL; c = next) {
+		next = c->next;
+		if (force || (!c->waiting && !c->writing && !gw_http_partial(&c->http)))
+			close_now(c);
+	}
+}
+
+void gw__conn_pool_free(gw_worker_t *w)
+{
+	while (w->pool != NULL) {
+		gw_conn_t *c = w->pool;
+		w->pool = c->next;
+		conn_free(c);
+	}
+	w->npool = 0;
+}
