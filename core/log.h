@@ -162,8 +162,9 @@ int kv_log_get(kv_log_rtxn_t *t, uint64_t index, kv_log_entry_t *e);
 
 /*
  * Call cb for each entry with lo <= index < hi, in order, each verified before cb sees it,
- * until cb returns non-zero (returned as is), or the data seen exceeds max_bytes (the first
- * entry is always delivered, as raft wants progress; 0 = no byte limit).
+ * until cb returns non-zero (returned as is; that entry counts as not delivered, so *next
+ * is its index), or the data seen exceeds max_bytes (the first entry is always delivered,
+ * as raft wants progress; 0 = no byte limit).
  * @param[out] next  (may be NULL) the index after the last entry delivered.
  * Errors: KV_ENOTFOUND when lo is compacted, -ERANGE when hi > last + 1 or lo > hi,
  * KV_ECORRUPT when an entry fails its check (the entries before it were delivered; a missing

@@ -121,9 +121,10 @@ static void finish_prop(prim_t *p, prim_prop_t *x, const kv_result_t *r)
 			char msg[160];
 			snprintf(msg, sizeof msg, "batch op %u failed: %s", r->failed_at,
 				 geokv_strerror(r->failed_status));
-			prim__reply_error(x->conn, x->req_id, KV_EBATCH, msg, r->failed_at);
+			prim__reply_error(x->conn, x->req_id, KV_EBATCH, msg, r->failed_at,
+					  r->failed_status);
 		} else {
-			prim__reply_error(x->conn, x->req_id, r->status, NULL, 0);
+			prim__reply_error(x->conn, x->req_id, r->status, NULL, 0, 0);
 		}
 		prim__conn_inflight_done(x->conn);
 		prim__conn_unref(x->conn);
@@ -219,8 +220,9 @@ static void apply_group(prim_t *p, prim_queue_t *g)
 		publish_status(p);
 		return;
 	}
-	GK_WARN("primary", "group apply refused, retrying entry by entry", "entries=%zu err=%s",
-		n, geokv_errname(rc));
+	if (n > 1)
+		GK_WARN("primary", "group apply refused, retrying entry by entry",
+			"entries=%zu err=%s", n, geokv_errname(rc));
 	for (i = 0; (x = q_pop(g)) != NULL; i++) {
 		rc = kv_apply(p->store, &p->apply_in[i], 1, &p->apply_res[i]);
 		if (rc == 0) {

@@ -141,8 +141,10 @@ void prim__close_all(prim_t *p);       /* close every connection (after their wr
 void prim__conn_ref(prim_conn_t *c);
 void prim__conn_unref(prim_conn_t *c);
 void prim__conn_inflight_done(prim_conn_t *c);
-/* Queue a RESP for a write (rev/count) or an ERROR, on a live connection (no-op if closed). */
+/* Queue a RESP for a write (rev/count) or an ERROR, on a live connection (no-op if closed).
+ * msg NULL = geokv_strerror(code); index/cause: KV_EBATCH's failing op and its own error. */
 void prim__reply_write(prim_conn_t *c, uint64_t id, uint8_t op, const kv_result_t *r);
-void prim__reply_error(prim_conn_t *c, uint64_t id, int code, const char *msg, uint32_t index);
+void prim__reply_error(prim_conn_t *c, uint64_t id, int code, const char *msg, uint32_t index,
+		       int cause);
 
 #endif

@@ -200,6 +200,7 @@ struct err_arg {
 	int code;
 	const char *msg;
 	uint32_t index;
+	int cause;
 };
 
 static int enc_error(void *arg, proto_wbuf_t *w)
@@ -208,13 +209,15 @@ static int enc_error(void *arg, proto_wbuf_t *w)
 	const char *m = a->msg ? a->msg : geokv_strerror(a->code);
 	proto_error_t e = {.code = a->code,
 			   .message = {(const uint8_t *)m, (uint32_t)strlen(m)},
-			   .index = a->index};
+			   .index = a->index,
+			   .cause = a->cause};
 	return proto_error_encode(w, &e);
 }
 
-void prim__reply_error(prim_conn_t *c, uint64_t id, int code, const char *msg, uint32_t index)
+void prim__reply_error(prim_conn_t *c, uint64_t id, int code, const char *msg, uint32_t index,
+		       int cause)
 {
-	struct err_arg a = {code, msg, index};
+	struct err_arg a = {code, msg, index, cause};
 
 	if (c->closing)
 		return;
@@ -303,22 +306,22 @@ static void handle_hello(prim_conn_t *c, const proto_hdr_t *h, const uint8_t *pl
 	size_t clen = strlen(p->cfg->cluster_id);
 
 	if (h->type != PROTO_T_HELLO) {
-		prim__reply_error(c, h->id, PROTO_EBADMSG, "expected HELLO", 0);
+		prim__reply_error(c, h->id, PROTO_EBADMSG, "expected HELLO", 0, 0);
 		close_after_flush(c);
 		return;
 	}
 	if (proto_hello_decode(pl, h->len, &m) != 0) {
-		prim__reply_error(c, h->id, PROTO_EBADMSG, "malformed HELLO", 0);
+		prim__reply_error(c, h->id, PROTO_EBADMSG, "malformed HELLO", 0, 0);
 		close_after_flush(c);
 		return;
 	}
 	if (m.version != PROTO_VERSION) {
-		prim__reply_error(c, h->id, PROTO_EVERSION, NULL, 0);
+		prim__reply_error(c, h->id, PROTO_EVERSION, NULL, 0, 0);
 		close_after_flush(c);
 		return;
 	}
 	if (m.cluster.len && (m.cluster.len != clen || memcmp(m.cluster.p, p->cfg->cluster_id, clen))) {
-		prim__reply_error(c, h->id, PROTO_ECLUSTER, NULL, 0);
+		prim__reply_error(c, h->id, PROTO_ECLUSTER, NULL, 0, 0);
 		close_after_flush(c);
 		return;
 	}
@@ -350,19 +353,19 @@ static void handle_req(prim_conn_t *c, const proto_hdr_t *h, const uint8_t *pl)
 	if (rc == 0 && op.op == PROTO_OP_BATCH)
 		rc = check_batch(&op);
 	if (rc != 0) {
-		prim__reply_error(c, h->id, rc, NULL, 0);
+		prim__reply_error(c, h->id, rc, NULL, 0, 0);
 		if (rc != PROTO_EBADTYPE && rc != PROTO_ETOOBIG)
 			close_after_flush(c);
 		return;
 	}
 	if (proto_op_is_write(op.op)) {
 		if (c->inflight >= p->cfg->max_inflight) {
-			prim__reply_error(c, h->id, PROTO_EBUSY, NULL, 0);
+			prim__reply_error(c, h->id, PROTO_EBUSY, NULL, 0, 0);
 			return;
 		}
 		rc = prim__propose(p, c, h->id, op.op, pl, h->len);
 		if (rc != 0) {
-			prim__reply_error(c, h->id, rc == -ENOMEM ? PROTO_EINTERNAL : rc, NULL, 0);
+			prim__reply_error(c, h->id, rc == -ENOMEM ? PROTO_EINTERNAL : rc, NULL, 0, 0);
 			return;
 		}
 		c->inflight++;
@@ -373,7 +376,7 @@ static void handle_req(prim_conn_t *c, const proto_hdr_t *h, const uint8_t *pl)
 	else
 		rc = append_frame(c, PROTO_T_RESP, h->id, enc_read, &(struct read_arg){p, &op});
 	if (rc != 0)
-		prim__reply_error(c, h->id, rc == PROTO_ETOOBIG ? PROTO_ETOOBIG : rc, NULL, 0);
+		prim__reply_error(c, h->id, rc == PROTO_ETOOBIG ? PROTO_ETOOBIG : rc, NULL, 0, 0);
 }
 
 static void handle_frame(prim_conn_t *c, const proto_hdr_t *h, const uint8_t *pl)
@@ -391,10 +394,10 @@ static void handle_frame(prim_conn_t *c, const proto_hdr_t *h, const uint8_t *pl
 			conn_close(c);
 		break;
 	case PROTO_T_HELLO:
-		prim__reply_error(c, h->id, PROTO_EBADMSG, "session already open", 0);
+		prim__reply_error(c, h->id, PROTO_EBADMSG, "session already open", 0, 0);
 		break;
 	default:
-		prim__reply_error(c, h->id, PROTO_EBADTYPE, NULL, 0);
+		prim__reply_error(c, h->id, PROTO_EBADTYPE, NULL, 0, 0);
 		break;
 	}
 }
@@ -441,13 +444,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 				 h.len, p->cfg->max_frame);
 			GK_WARN("server", "frame too big, closing", "peer=%s len=%" PRIu32, c->peer,
 				h.len);
-			prim__reply_error(c, h.id, PROTO_ETOOBIG, msg, 0);
+			prim__reply_error(c, h.id, PROTO_ETOOBIG, msg, 0, 0);
 			close_after_flush(c);
 			break;
 		}
 		if (rc < 0) {
 			GK_WARN("server", "bad frame header, closing", "peer=%s", c->peer);
-			prim__reply_error(c, h.id, PROTO_EBADMSG, "bad frame header", 0);
+			prim__reply_error(c, h.id, PROTO_EBADMSG, "bad frame header", 0, 0);
 			close_after_flush(c);
 			break;
 		}

@@ -13,6 +13,7 @@ usage: rawclient.py HOST:PORT COMMAND [ARGS...]
   del|purge BUCKET KEY [REV]
   keys BUCKET [PREFIX]           one key per line
   batch BUCKET K=V...            one BATCH of puts
+  verify BUCKET ACKFILE          GET every key in ACKFILE; "present=N missing=M"
   load BUCKET N VALSIZE ACKFILE  pipelined puts k000000..; each acknowledged key is appended
                                  to ACKFILE as soon as its response arrives (kill -9 tests)
   raw-badflags | raw-toobig N | raw-garbage | raw-nohello | raw-badcluster | raw-badversion |
@@ -202,6 +203,8 @@ def main(argv):
         return print_reply(t, p, lambda p: "rev=%d count=%d" % struct.unpack_from("<QI", p))
     if cmd == "load":
         return load(c, args[0], int(args[1]), int(args[2]), args[3].decode())
+    if cmd == "verify":
+        return verify(c, args[0], args[1].decode())
     print("unknown command", cmd, file=sys.stderr)
     return 2
 
@@ -227,6 +230,26 @@ def load(c, bucket, n, valsize, ackfile):
                 errors += 1
     print("acked=%d errors=%d" % (acked, errors))
     return 0 if errors == 0 else 1
+
+
+def verify(c, bucket, ackfile):
+    """GET every key listed in ackfile (pipelined); all must be present."""
+    keys = [k for k in open(ackfile).read().split("\n") if k]
+    present = missing = 0
+    for i in range(0, len(keys), 512):
+        chunk = keys[i:i + 512]
+        c.send(b"".join(frame(T_REQ, j + 1, enc_op("get", bucket, k.encode()))
+                        for j, k in enumerate(chunk)))
+        for _ in chunk:
+            t, rid, p = c.recv()
+            if t == T_RESP:
+                present += 1
+            else:
+                missing += 1
+                if missing <= 5:
+                    print("missing", chunk[rid - 1], describe_error(p))
+    print("present=%d missing=%d" % (present, missing))
+    return 0 if missing == 0 else 1
 
 
 def raw(addr, cmd, args):
