@@ -117,10 +117,10 @@ expect "still serving after bad input"    "2"             raw get users b
 if kill -0 "$PID" 2>/dev/null; then ok "daemon alive after bad input"; else fail "daemon alive after bad input"; fi
 
 # ---- TTL: the leader proposes deletes for expired keys --------------------------------------
-raw bucket-add ephemeral 0 1 300 >/dev/null
+raw bucket-add ephemeral 0 1 1500 >/dev/null
 raw put ephemeral gone soon >/dev/null
 expect "ttl key readable before expiry"   "soon" raw get ephemeral gone
-sleep 2.5
+sleep 3.5
 expect "ttl key deleted after max age"    "KV_ENOTFOUND" raw get ephemeral gone
 
 # ---- SIGTERM: clean stop ----------------------------------------------------------------------
