@@ -38,6 +38,7 @@
 #define GROUP_MAX_ENTRIES 65536
 #define REPLAY_CHUNK      4096
 #define HEARTBEAT_MS      100
+#define STOP_FLUSH_MS     5000 /* replies still unread by a peer after this are dropped */
 
 /* ---- small helpers -------------------------------------------------------------------- */
 
@@ -508,6 +509,16 @@ static void on_hb_timer(uv_timer_t *t) { publish_status(t->data); }
 
 static void on_close_noop(uv_handle_t *h) { (void)h; }
 
+static void on_stop_timer(uv_timer_t *t)
+{
+	prim_t *p = t->data;
+
+	if (p->conns != NULL)
+		GK_WARN("primary", "peers not reading their replies, closing", "conns=%" PRIu32,
+			p->nconns);
+	prim__close_all_now(p);
+}
+
 void prim__maybe_finish(prim_t *p)
 {
 	int rc;
@@ -527,6 +538,9 @@ void prim__maybe_finish(prim_t *p)
 	uv_close((uv_handle_t *)&p->sig_term, on_close_noop);
 	uv_close((uv_handle_t *)&p->sig_int, on_close_noop);
 	prim__close_all(p);
+	/* A peer that stopped reading would keep its connection (and us) open forever. */
+	uv_timer_start(&p->stop_timer, on_stop_timer, STOP_FLUSH_MS, 0);
+	uv_unref((uv_handle_t *)&p->stop_timer);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -698,7 +712,8 @@ int prim_run(const prim_config_t *cfg)
 	uv_timer_init(p->loop, &p->sync_timer);
 	uv_timer_init(p->loop, &p->ttl_timer);
 	uv_timer_init(p->loop, &p->hb_timer);
-	p->sync_timer.data = p->ttl_timer.data = p->hb_timer.data = p;
+	uv_timer_init(p->loop, &p->stop_timer);
+	p->sync_timer.data = p->ttl_timer.data = p->hb_timer.data = p->stop_timer.data = p;
 	uv_timer_start(&p->sync_timer, on_sync_timer, cfg->sync_interval_ms, cfg->sync_interval_ms);
 	if (cfg->ttl_interval_ms)
 		uv_timer_start(&p->ttl_timer, on_ttl_timer, cfg->ttl_interval_ms,
@@ -714,6 +729,8 @@ int prim_run(const prim_config_t *cfg)
 		cfg->listen, cfg->node_id, cfg->cluster_id, cfg->data, kv_applied_index(p->store),
 		kv_revision(p->store), kv_log_first_index(p->log), kv_log_last_index(p->log));
 	uv_run(p->loop, UV_RUN_DEFAULT);
+	uv_close((uv_handle_t *)&p->stop_timer, on_close_noop);
+	uv_run(p->loop, UV_RUN_NOWAIT);
 	GK_INFO("primary", "stopped", "applied=%" PRIu64 " revision=%" PRIu64,
 		kv_applied_index(p->store), kv_revision(p->store));
 	rc = p->exit_code;

@@ -100,6 +100,7 @@ struct prim {
 	/* TTL */
 	uv_timer_t ttl_timer;
 	uv_timer_t hb_timer;       /* nodestat heartbeat */
+	uv_timer_t stop_timer;     /* bounds how long shutdown waits for slow readers */
 	uint32_t ttl_outstanding;  /* TTL deletes proposed, not yet applied */
 
 	/* network */
@@ -137,6 +138,7 @@ void prim__maybe_finish(prim_t *p);
 int  prim__listen(prim_t *p);          /* bind + listen on cfg->listen */
 void prim__stop_accepting(prim_t *p);  /* close the listener, stop reading every conn */
 void prim__close_all(prim_t *p);       /* close every connection (after their writes) */
+void prim__close_all_now(prim_t *p);   /* close every connection, dropping queued output */
 
 void prim__conn_ref(prim_conn_t *c);
 void prim__conn_unref(prim_conn_t *c);

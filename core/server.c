@@ -610,3 +610,13 @@ void prim__close_all(prim_t *p)
 		close_after_flush(c);
 	}
 }
+
+void prim__close_all_now(prim_t *p)
+{
+	prim_conn_t *c = p->conns, *next;
+
+	for (; c; c = next) {
+		next = c->next;
+		conn_close(c);
+	}
+}
