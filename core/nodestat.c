@@ -122,9 +122,9 @@ int kv_nodestat_open_writer(kv_nodestat_t *ns, const char *dir, uint32_t role, u
 	atomic_store_explicit(&pg->size, (uint32_t)sizeof *pg, memory_order_relaxed);
 	atomic_store_explicit(&pg->magic, KV_NODESTAT_MAGIC, memory_order_release);
 
-	ns->last.role = role;
-	ns->last.node_id = node_id;
-	ns->last.started_ms = kv_nodestat_now_ms();
+	ns->role = role;
+	ns->node_id = node_id;
+	ns->started_ms = kv_nodestat_now_ms();
 	kv_nodestat_publish(ns, &ns->last);
 	return 0;
 fail:
@@ -135,16 +135,13 @@ fail:
 
 void kv_nodestat_publish(kv_nodestat_t *ns, const kv_nodestat_data_t *d)
 {
-	uint32_t role = ns->last.role;
-	uint64_t node_id = ns->last.node_id, started = ns->last.started_ms;
-
 	if (ns->page == NULL || !ns->writer)
 		return;
 	if (d != &ns->last)
 		ns->last = *d;
-	ns->last.role = role;
-	ns->last.node_id = node_id;
-	ns->last.started_ms = started;
+	ns->last.role = ns->role;
+	ns->last.node_id = ns->node_id;
+	ns->last.started_ms = ns->started_ms;
 	ns->last.pid = (uint32_t)getpid();
 	ns->last.updated_ms = kv_nodestat_now_ms();
 	ns_store(ns->page, &ns->last);

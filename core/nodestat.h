@@ -100,6 +100,8 @@ typedef struct kv_nodestat {
 	int fd;
 	bool writer;
 	uint64_t dev, ino;             /* identity of the mapped file (kv_nodestat_moved) */
+	uint32_t role;                 /* writer: fixed at open */
+	uint64_t node_id, started_ms;  /* writer: fixed at open */
 	kv_nodestat_data_t last;       /* writer: what was last published */
 } kv_nodestat_t;
 

@@ -27,7 +27,9 @@
 
 #include "proto/log.h"
 
-enum phase { PH_NONE, PH_HANDSHAKE, PH_HEADER, PH_IDLE, PH_WRITE };
+enum phase { PH_NONE, PH_HANDSHAKE, PH_HEADER, PH_IDLE, PH_WRITE, PH_LINGER };
+
+#define LINGER_MS 1000
 
 #define PENDING_PAUSE   (256u << 10) /* stop reading requests while this much is unsent */
 #define PENDING_MAX     (16u << 20)  /* a client that lets this much pile up is dropped */
@@ -46,6 +48,8 @@ typedef struct gw_conn {
 	uint8_t *cin, *wbuf, *pbuf;
 	size_t cin_len, cin_cap, wlen, wcap, plen, pcap;
 	uv_write_t wreq;
+	uv_shutdown_t sreq;
+	bool lingering;
 	bool writing, closing, close_after, waiting, paused, reading, eof, had_error;
 	uint8_t phase;
 	uint64_t deadline;
@@ -60,6 +64,7 @@ typedef struct gw_conn {
 static void pump(gw_conn_t *c);
 static void close_now(gw_conn_t *c);
 static void start_reading(gw_conn_t *c);
+static void close_soft(gw_conn_t *c);
 
 static bool tls_on(const gw_conn_t *c) { return !c->w->m->cfg.plain; }
 static uint64_t now_ms(gw_conn_t *c) { return uv_now(&c->w->loop); }
@@ -183,7 +188,7 @@ static void write_cb(uv_write_t *req, int status)
 		return;
 	}
 	if (c->close_after && !c->waiting) {
-		close_now(c);
+		close_soft(c);
 		return;
 	}
 	if (c->paused) {
@@ -297,7 +302,7 @@ static void settle(gw_conn_t *c)
 		return;
 	if (c->close_after && !c->waiting) {
 		if (!c->writing) {
-			close_now(c);
+			close_soft(c);
 			return;
 		}
 	}
@@ -406,7 +411,7 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
 	gw_conn_t *c = h->data;
 
-	if (tls_on(c)) {
+	if (tls_on(c) || c->lingering) {
 		*buf = uv_buf_init(c->w->rbuf, (unsigned)c->w->rbuf_cap);
 	} else {
 		size_t avail;
@@ -421,6 +426,11 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 	if (nread == 0 || c->closing)
 		return;
+	if (c->lingering) {
+		if (nread < 0)
+			close_now(c); /* the client has read our answer and closed */
+		return;           /* discard: we answered and are closing */
+	}
 	if (nread < 0) {
 		/* EOF (a client may half-close after pipelining): answer what is buffered, then
 		 * close. Errors: close at once. */
@@ -529,13 +539,52 @@ static void close_now(gw_conn_t *c)
 		return;
 	if (c->waiting)
 		unwait(c);
-	if (tls_on(c) && c->tls.established && !c->had_error && !c->writing && c->plen == 0)
+	if (tls_on(c) && c->tls.established && !c->had_error && !c->lingering && !c->writing &&
+	    c->plen == 0)
 		proto_tls_close_notify(&c->tls); /* best effort: try_write, else dropped */
 	c->closing = true;
 	if (c->reading)
 		uv_read_stop((uv_stream_t *)&c->tcp);
 	c->reading = false;
 	uv_close((uv_handle_t *)&c->tcp, on_close);
+}
+
+static void shutdown_cb(uv_shutdown_t *req, int status)
+{
+	gw_conn_t *c = req->data;
+
+	if (status < 0 && !c->closing)
+		close_now(c);
+}
+
+/*
+ * Close after a final answer without losing it: closing a socket with unread input makes the
+ * kernel send RST, and a client still sending (a too-large body, pipelined requests after a
+ * protocol error) then loses the answer we wrote. So send FIN, read and discard for up to
+ * LINGER_MS, then close (nginx's lingering_close does the same).
+ */
+static void close_soft(gw_conn_t *c)
+{
+	if (c->closing)
+		return;
+	if (c->eof || c->had_error || c->lingering) {
+		close_now(c);
+		return;
+	}
+	if (tls_on(c) && c->tls.established)
+		proto_tls_close_notify(&c->tls);
+	c->lingering = true;
+	c->sreq.data = c;
+	if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, shutdown_cb) != 0) {
+		close_now(c);
+		return;
+	}
+	if (!c->reading) {
+		c->reading = true;
+		uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+	}
+	c->phase = PH_LINGER;
+	c->deadline = now_ms(c) + LINGER_MS;
 }
 
 static gw_conn_t *conn_get(gw_worker_t *w)
@@ -559,7 +608,7 @@ static gw_conn_t *conn_get(gw_worker_t *w)
 	c->prev = c->next = c->wnext = NULL;
 	c->cin_len = c->wlen = c->plen = 0;
 	c->writing = c->closing = c->close_after = c->waiting = c->paused = false;
-	c->reading = c->eof = c->had_error = false;
+	c->reading = c->eof = c->had_error = c->lingering = false;
 	c->phase = PH_NONE;
 	c->deadline = 0;
 	c->rate_sec = 0;
@@ -666,6 +715,8 @@ void gw__conn_tick(gw_worker_t *w, uint64_t now)
 		case PH_WRITE:
 			proto_metrics_inc(&w->stats.timeouts_write, 1);
 			c->had_error = true;
+			break;
+		default:
 			break;
 		}
 		close_now(c);

@@ -101,7 +101,7 @@ typedef struct gw_http {
 	size_t url_off, url_len, inm_off, inm_len;
 	char field[16];              /* current header name, lower-cased prefix */
 	size_t field_len;
-	bool in_inm, have_inm, headers_done, complete, in_message;
+	bool in_inm, have_inm, headers_done, complete, in_message, url_done;
 	uint32_t nheaders;
 	uint64_t body;
 	uint64_t t_start_ns;

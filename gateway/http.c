@@ -44,6 +44,18 @@ static int on_message_begin(llhttp_t *p)
 	return 0;
 }
 
+/* Bytes of request line and headers so far must stay under the limit even when the whole
+ * request arrives in one read (the buffer check in gw_http_next only sees partial ones). */
+static int mark(gw_http_t *h, const char *at, size_t n)
+{
+	if ((size_t)(at + n - h->buf) - h->msg_start > h->lim->max_header_bytes) {
+		h->err_status = h->nheaders == 0 && !h->url_done ? 414 : 431;
+		h->err_reason = h->err_status == 414 ? "uri too long" : "request header too large";
+		return HPE_USER;
+	}
+	return 0;
+}
+
 static int on_url(llhttp_t *p, const char *at, size_t n)
 {
 	gw_http_t *h = H(p);
@@ -53,6 +65,12 @@ static int on_url(llhttp_t *p, const char *at, size_t n)
 	h->url_len += n;
 	if (h->url_len > h->lim->max_uri)
 		return fail(h, 414, "uri too long");
+	return mark(h, at, n);
+}
+
+static int on_url_complete(llhttp_t *p)
+{
+	H(p)->url_done = true;
 	return 0;
 }
 
@@ -63,7 +81,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
 	/* Only a prefix is kept: enough to recognise the one header we read. */
 	for (size_t i = 0; i < n && h->field_len < sizeof h->field; i++)
 		h->field[h->field_len++] = (char)(at[i] | 0x20);
-	return 0;
+	return mark(h, at, n);
 }
 
 static int on_header_field_complete(llhttp_t *p)
@@ -82,6 +100,8 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n)
 {
 	gw_http_t *h = H(p);
 
+	if (mark(h, at, n) != 0)
+		return HPE_USER;
 	if (!h->in_inm)
 		return 0;
 	/* A repeated If-None-Match: the last one wins (lists belong in one header anyway). */
@@ -136,6 +156,7 @@ static void clear_request(gw_http_t *h)
 	h->url_off = h->url_len = h->inm_off = h->inm_len = 0;
 	h->field_len = 0;
 	h->in_inm = h->have_inm = h->headers_done = h->complete = h->in_message = false;
+	h->url_done = false;
 	h->nheaders = 0;
 	h->body = 0;
 	h->t_start_ns = 0;
@@ -152,6 +173,7 @@ int gw_http_init(gw_http_t *h, const gw_limits_t *lim)
 	llhttp_settings_init(&h->settings);
 	h->settings.on_message_begin = on_message_begin;
 	h->settings.on_url = on_url;
+	h->settings.on_url_complete = on_url_complete;
 	h->settings.on_header_field = on_header_field;
 	h->settings.on_header_field_complete = on_header_field_complete;
 	h->settings.on_header_value = on_header_value;
@@ -211,12 +233,14 @@ int gw_http_next(gw_http_t *h, gw_req_t *req)
 	if (h->fed < h->len) {
 		const char *start = h->buf + h->fed;
 		e = llhttp_execute(&h->parser, start, h->len - h->fed);
+		/* A limit callback failed: llhttp reports its own code for callbacks that are not
+		 * data spans, so our status is the authority. */
+		if (h->err_status != 0)
+			return GW_HTTP_ERROR;
 		if (e == HPE_OK) {
 			h->fed = h->len;
 		} else if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
 			h->fed = (size_t)(llhttp_get_error_pos(&h->parser) - h->buf);
-		} else if (e == HPE_USER) {
-			return GW_HTTP_ERROR; /* err_status set by the callback */
 		} else {
 			h->err_status = 400;
 			h->err_reason = "bad request";
@@ -227,7 +251,7 @@ int gw_http_next(gw_http_t *h, gw_req_t *req)
 		/* The request line and headers so far exceed the limit; or the buffer is full
 		 * with one unfinished request. */
 		if (!h->headers_done && h->len - h->msg_start > h->lim->max_header_bytes) {
-			h->err_status = h->nheaders == 0 ? 414 : 431; /* still in the request line */
+			h->err_status = !h->url_done ? 414 : 431; /* still in the request line */
 			h->err_reason = "request header too large";
 			return GW_HTTP_ERROR;
 		}

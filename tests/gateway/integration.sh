@@ -1,0 +1,474 @@
+#!/usr/bin/env bash
+# Integration tests for geokv-gateway: the real binary on loopback, real clients (curl,
+# openssl s_client, python sockets), a store written by gw-fixture. Emits TAP.
+#
+#   integration.sh GATEWAY FIXTURE CERTS_SH
+#
+# Every process started here is stopped by pid on exit, also on failure.
+set -uo pipefail
+
+GW=${1:?gateway binary}
+FX=${2:?gw-fixture binary}
+CERTS=${3:?deploy/certs.sh}
+tmp=$(mktemp -d /tmp/gw-it.XXXXXX)
+pids=()
+n=0
+fails=0
+
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+ok() { n=$((n+1)); echo "ok $n - $1"; }
+nok() { n=$((n+1)); fails=$((fails+1)); echo "not ok $n - $1"; [ $# -gt 1 ] && echo "# $2"; }
+check() { # name, command...
+	local name=$1; shift
+	if out=$("$@" 2>&1); then ok "$name"; else nok "$name" "$(echo "$out" | tail -n 5 | tr '\n' '|')"; fi
+}
+
+free_port() {
+	python3 - <<'PY'
+import random, socket
+for _ in range(200):
+    p = random.randint(20000, 60000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); s.close(); print(p); break
+    except OSError:
+        s.close()
+PY
+}
+
+wait_port() { # port
+	for _ in $(seq 1 100); do
+		python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),0.2).close()" 2>/dev/null && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+"$CERTS" "$tmp/certs" >/dev/null || { echo "Bail out! certs.sh failed"; exit 1; }
+data=$tmp/state
+mkdir -p "$data"
+"$FX" load "$data" default 100 100 >/dev/null || { echo "Bail out! fixture load failed"; exit 1; }
+"$FX" load "$data" docs 3 20 "text/plain; charset=utf-8" >/dev/null
+"$FX" put "$data" default hello world >/dev/null
+"$FX" put "$data" default "a/b" slash >/dev/null
+"$FX" put "$data" default gone soon >/dev/null
+"$FX" del "$data" default gone >/dev/null
+
+TP=$(free_port)
+"$GW" --data "$data" --listen "127.0.0.1:$TP" --cert "$tmp/certs/server.crt" \
+	--key "$tmp/certs/server.key" --workers 2 \
+	--set health.max_contact_age_ms=400 --set kv.min_rev_max_wait_ms=5000 \
+	--set limits.handshake_timeout_ms=1000 >"$tmp/gw-tls.log" 2>&1 &
+GWPID=$!
+pids+=("$GWPID")
+wait_port "$TP" || { cat "$tmp/gw-tls.log"; echo "Bail out! gateway (tls) did not start"; exit 1; }
+U="https://127.0.0.1:$TP"
+C=(curl -s --cacert "$tmp/certs/ca.crt" --max-time 10)
+
+echo "# tls gateway on $TP"
+
+# ---- /kv over TLS ------------------------------------------------------------------------
+t_get() {
+	local h; h=$("${C[@]}" -D - -o "$tmp/body" "$U/kv/hello") || return 1
+	grep -q '^HTTP/1.1 200' <<<"$h" && grep -qi '^etag: "[0-9]*"' <<<"$h" &&
+	grep -qi '^x-geokv-revision: [0-9]' <<<"$h" &&
+	grep -qi '^content-type: application/octet-stream' <<<"$h" &&
+	grep -qi '^cache-control: no-store' <<<"$h" && [ "$(cat "$tmp/body")" = world ]
+}
+check "GET /kv/hello: 200, value, ETag, X-Geokv-Revision, Content-Type, Cache-Control" t_get
+t_head() {
+	local h; h=$("${C[@]}" -I "$U/kv/k1") || return 1
+	grep -q '^HTTP/1.1 200' <<<"$h" && grep -qi '^content-length: 100' <<<"$h"
+}
+check "HEAD /kv/k1: 200 with Content-Length, no body" t_head
+t_304() {
+	local etag code
+	etag=$("${C[@]}" -D - -o /dev/null "$U/kv/hello" | tr -d '\r' | awk -F': ' 'tolower($1)=="etag"{print $2}')
+	code=$("${C[@]}" -o /dev/null -w '%{http_code}' -H "If-None-Match: W/\"1\", $etag" "$U/kv/hello")
+	[ "$code" = 304 ] || { echo "got $code for $etag"; return 1; }
+	code=$("${C[@]}" -o /dev/null -w '%{http_code}' -H 'If-None-Match: "1"' "$U/kv/hello")
+	[ "$code" = 200 ]
+}
+check "If-None-Match: 304 on match (weak, in a list), 200 otherwise" t_304
+code() { "${C[@]}" -o /dev/null -w '%{http_code}' "$@"; }
+check "404 for an absent key" test "$(code "$U/kv/nokey")" = 404
+check "404 for a deleted key" test "$(code "$U/kv/gone")" = 404
+check "percent-decoded key: /kv/a%2Fb and /kv/a/b" \
+	test "$("${C[@]}" "$U/kv/a%2Fb")$("${C[@]}" "$U/kv/a/b")" = slashslash
+t_bucket() {
+	local h; h=$("${C[@]}" -D - -o "$tmp/body" "$U/kv/k0?bucket=docs") || return 1
+	grep -qi '^content-type: text/plain; charset=utf-8' <<<"$h" && [ "$(wc -c <"$tmp/body")" = 20 ]
+}
+check "?bucket=docs: other bucket, its content type" t_bucket
+check "404 for an unknown bucket" test "$(code "$U/kv/k0?bucket=nobucket")" = 404
+check "400 for an invalid key (leading dot)" test "$(code "$U/kv/.bad")" = 400
+check "400 for an invalid key (bad char %20)" test "$(code "$U/kv/a%20b")" = 400
+check "400 for a bad escape" test "$(code "$U/kv/a%zz")" = 400
+check "400 for an invalid bucket name" test "$(code "$U/kv/k0?bucket=a.b")" = 400
+check "400 for a bad min_rev" test "$(code "$U/kv/k0?min_rev=x")" = 400
+t_405() {
+	local h; h=$("${C[@]}" -X POST -D - -o /dev/null "$U/kv/k1") || return 1
+	grep -q '^HTTP/1.1 405' <<<"$h" && grep -qi '^allow: GET, HEAD' <<<"$h"
+}
+check "405 with Allow for POST" t_405
+check "404 for an unknown path" test "$(code "$U/nothing")" = 404
+check "414 for a long URI" test "$(code "$U/kv/$(head -c 5000 /dev/zero | tr '\0' a)")" = 414
+check "431 for a huge header" test "$(code -H "X-Big: $(head -c 9000 /dev/zero | tr '\0' a)" "$U/kv/k1")" = 431
+t_431n() {
+	local args=() i
+	for i in $(seq 1 70); do args+=(-H "X-H$i: v"); done
+	test "$(code "${args[@]}" "$U/kv/k1")" = 431
+}
+check "431 for too many headers" t_431n
+check "413 for a body over the limit" test "$(code -X GET --data-binary "@$GW" "$U/kv/k1")" = 413
+t_keepalive() {
+	local out; out=$("${C[@]}" -o /dev/null -o /dev/null -o /dev/null -w '%{num_connects}\n' \
+		"$U/kv/k1" "$U/kv/k2" "$U/kv/k3")
+	[ "$(echo "$out" | tr '\n' ' ')" = "1 0 0 " ] || { echo "connects: $out"; return 1; }
+}
+check "keep-alive: three requests on one connection" t_keepalive
+
+# Pipelining over TLS: 20 requests in one write, 20 answers in order.
+t_pipeline() {
+	python3 - "$TP" <<'PY'
+import socket, ssl, sys
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1])), 5))
+reqs = b"".join(b"GET /kv/k%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(20))
+s.sendall(reqs + b"GET /kv/hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+data = b""
+while True:
+    b = s.recv(65536)
+    if not b: break
+    data += b
+parts = data.split(b"HTTP/1.1 200 OK")
+assert len(parts) == 22, len(parts)
+vals = [p.split(b"\r\n\r\n", 1)[1][:100] for p in parts[1:21]]
+for i, v in enumerate(vals):
+    exp = bytes((ord('a') + (i + k) % 26) for k in range(100))
+    assert v == exp, (i, v[:10])
+assert parts[21].split(b"\r\n\r\n", 1)[1] == b"world"
+PY
+}
+check "pipelining: 21 requests in one TLS write, answers in order, close honoured" t_pipeline
+
+t_resume() {
+	rm -f "$tmp/sess"
+	local a b
+	a=$(echo | timeout 10 openssl s_client -connect "127.0.0.1:$TP" -tls1_2 -sess_out "$tmp/sess" 2>/dev/null | grep -E '^(New|Reused),')
+	b=$(echo | timeout 10 openssl s_client -connect "127.0.0.1:$TP" -tls1_2 -sess_in "$tmp/sess" 2>/dev/null | grep -E '^(New|Reused),')
+	grep -q '^New, TLSv1.2' <<<"$a" && grep -q '^Reused, TLSv1.2' <<<"$b" || { echo "$a / $b"; return 1; }
+}
+check "resumption: openssl s_client -sess_out/-sess_in says Reused" t_resume
+t_resume_noticket() {
+	rm -f "$tmp/sess2"
+	echo | timeout 10 openssl s_client -connect "127.0.0.1:$TP" -tls1_2 -no_ticket -sess_out "$tmp/sess2" >/dev/null 2>&1
+	echo | timeout 10 openssl s_client -connect "127.0.0.1:$TP" -tls1_2 -no_ticket -sess_in "$tmp/sess2" 2>/dev/null | grep -q '^Reused,'
+}
+check "resumption by session id (cache) without tickets" t_resume_noticket
+t_alpn() {
+	echo | timeout 10 openssl s_client -connect "127.0.0.1:$TP" -alpn h2,http/1.1 2>/dev/null | grep -q 'ALPN protocol: http/1.1'
+}
+check "ALPN selects http/1.1" t_alpn
+t_suites() {
+	local s
+	for s in ECDHE-ECDSA-AES128-GCM-SHA256 ECDHE-ECDSA-AES256-GCM-SHA384 ECDHE-ECDSA-CHACHA20-POLY1305; do
+		echo | timeout 10 openssl s_client -connect "127.0.0.1:$TP" -tls1_2 -cipher "$s" 2>/dev/null | grep -q "Cipher is $s" || { echo "$s"; return 1; }
+	done
+	! echo | timeout 10 openssl s_client -connect "127.0.0.1:$TP" -tls1_1 2>/dev/null | grep -q 'Cipher is ECDHE'
+}
+check "suites: AES-GCM and ChaCha20-Poly1305 accepted, TLS 1.1 refused" t_suites
+
+# ---- min_rev -----------------------------------------------------------------------------
+t_minrev() {
+	local rev next start end body
+	rev=$("$FX" rev "$data"); next=$((rev + 1))
+	start=$(date +%s%N)
+	( "${C[@]}" -D "$tmp/mr.h" -o "$tmp/mr.b" "$U/kv/fresh?min_rev=$next&wait_ms=4000" ) &
+	local cp=$!
+	sleep 0.3
+	"$FX" put "$data" default fresh value1 >/dev/null
+	wait $cp
+	end=$(date +%s%N)
+	body=$(cat "$tmp/mr.b")
+	[ "$body" = value1 ] || { echo "body=$body"; cat "$tmp/mr.h"; return 1; }
+	[ $(( (end - start) / 1000000 )) -lt 3000 ] || { echo "took too long"; return 1; }
+}
+check "?min_rev: waits for the write, answers as soon as it is applied" t_minrev
+t_minrev_504() {
+	local rev h; rev=$("$FX" rev "$data")
+	h=$("${C[@]}" -D - -o /dev/null "$U/kv/hello?min_rev=$((rev + 100))&wait_ms=200")
+	grep -q '^HTTP/1.1 504' <<<"$h" && grep -qi "^x-geokv-revision: $rev" <<<"$h"
+}
+check "?min_rev ahead of the node: 504 with the node's revision after wait_ms" t_minrev_504
+t_minrev_503() {
+	local rev; rev=$("$FX" rev "$data")
+	test "$(code "$U/kv/hello?min_rev=$((rev + 100))&wait_ms=0")" = 503
+}
+check "?min_rev with wait_ms=0: 503 at once" t_minrev_503
+check "?min_rev already reached: 200" test "$(code "$U/kv/hello?min_rev=1")" = 200
+
+# ---- health ------------------------------------------------------------------------------
+hz() { "${C[@]}" -o "$tmp/hz" -w '%{http_code}' "$U/healthz"; }
+t_hz_nonode() { [ "$(hz)" = 503 ] && grep -q '"reason":"no node status"' "$tmp/hz"; }
+check "/healthz 503 without a node status page" t_hz_nonode
+"$FX" node "$data" leaf >/dev/null 2>&1 &
+NODEPID=$!
+pids+=("$NODEPID")
+sleep 1.3 # the gateway maps the page within a second
+t_hz_ok() { [ "$(hz)" = 200 ] && grep -q '"status":"ok","role":"leaf"' "$tmp/hz" || { cat "$tmp/hz"; return 1; }; }
+check "/healthz 200 when the feed is connected and fresh" t_hz_ok
+t_hz_fast() {
+	local t; t=$("${C[@]}" -o /dev/null -w '%{time_starttransfer} %{time_appconnect}' "$U/healthz")
+	python3 -c "import sys; a,b=map(float,'$t'.split()); sys.exit(0 if a-b < 0.005 else 1)" || { echo "$t"; return 1; }
+}
+check "/healthz answers within milliseconds of the request" t_hz_fast
+kill -USR1 "$NODEPID"
+sleep 0.2
+t_hz_down() { [ "$(hz)" = 503 ] && grep -q '"reason":"feed disconnected"' "$tmp/hz" || { cat "$tmp/hz"; return 1; }; }
+check "/healthz 503 when the feed stops" t_hz_down
+kill -USR2 "$NODEPID"
+sleep 0.2
+check "/healthz 200 again when the feed returns" t_hz_ok
+kill -STOP "$NODEPID"
+sleep 0.7
+t_hz_stale() { [ "$(hz)" = 503 ] && grep -q '"reason":"no recent contact"' "$tmp/hz" || { cat "$tmp/hz"; return 1; }; }
+check "/healthz 503 when the node stops publishing (no recent contact)" t_hz_stale
+kill -CONT "$NODEPID"
+sleep 0.2
+check "/healthz 200 when it publishes again" t_hz_ok
+check "/readyz 200 when caught up with data" test "$(code "$U/readyz")" = 200
+check "/livez 200" test "$(code "$U/livez")" = 200
+t_promtool() {
+	"${C[@]}" "$U/metrics" >"$tmp/metrics" || return 1
+	grep -q 'geokv_gateway_requests_total{route="kv",status="200"}' "$tmp/metrics" &&
+	grep -q 'geokv_gateway_tls_handshakes_total{kind="resumed"} [1-9]' "$tmp/metrics" &&
+	grep -q '^geokv_node_revision [1-9]' "$tmp/metrics" &&
+	grep -q '^geokv_node_lag_entries 0' "$tmp/metrics" || { echo "content"; return 1; }
+	if command -v promtool >/dev/null; then promtool check metrics <"$tmp/metrics"; fi
+}
+check "/metrics: requests, handshakes, node revision/lag; promtool check metrics accepts it" t_promtool
+kill "$NODEPID"; wait "$NODEPID" 2>/dev/null
+sleep 0.2
+t_hz_stopped() { [ "$(hz)" = 503 ] && grep -q '"reason":"node stopped"' "$tmp/hz" || { cat "$tmp/hz"; return 1; }; }
+check "/healthz 503 after the node closes cleanly" t_hz_stopped
+
+# ---- slow and broken clients over TLS -----------------------------------------------------
+t_hs_timeout() {
+	python3 - "$TP" <<'PY'
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 5)
+t = time.time()
+s.settimeout(5)
+assert s.recv(10) == b""           # closed by the server, nothing sent
+assert 0.8 < time.time() - t < 3, time.time() - t
+PY
+}
+check "TLS client that never says hello is cut off after handshake_timeout" t_hs_timeout
+t_garbage_tls() {
+	python3 - "$TP" <<'PY'
+import os, socket, sys
+for _ in range(20):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 5)
+    s.sendall(os.urandom(3000))
+    s.settimeout(5)
+    try:
+        while s.recv(4096): pass
+    except ConnectionResetError:
+        pass
+PY
+	test "$(code "$U/livez")" = 200
+}
+check "random bytes instead of TLS: connection closed, gateway unharmed" t_garbage_tls
+
+# ---- SIGHUP reload ------------------------------------------------------------------------
+t_reload() {
+	"$CERTS" "$tmp/certs2" >/dev/null || return 1
+	local before after
+	before=$(echo | openssl s_client -connect "127.0.0.1:$TP" 2>/dev/null | openssl x509 -noout -fingerprint)
+	python3 - "$TP" "$GWPID" "$tmp" <<'PY' || return 1
+import os, shutil, signal, socket, ssl, sys, time
+port, pid, tmp = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), 5))
+s.sendall(b"GET /kv/k1 HTTP/1.1\r\nHost: x\r\n\r\n"); assert b"200 OK" in s.recv(4096)
+for f in ("server.crt", "server.key"):
+    shutil.copy(os.path.join(tmp, "certs2", f), os.path.join(tmp, "certs", f + ".new"))
+    os.rename(os.path.join(tmp, "certs", f + ".new"), os.path.join(tmp, "certs", f))
+os.kill(pid, signal.SIGHUP)
+time.sleep(0.3)
+s.sendall(b"GET /kv/k2 HTTP/1.1\r\nHost: x\r\n\r\n"); assert b"200 OK" in s.recv(4096), "old connection dropped"
+PY
+	after=$(echo | openssl s_client -connect "127.0.0.1:$TP" 2>/dev/null | openssl x509 -noout -fingerprint)
+	[ -n "$after" ] && [ "$before" != "$after" ] || { echo "cert unchanged: $after"; return 1; }
+	grep -q 'certificates reloaded' "$tmp/gw-tls.log"
+}
+check "SIGHUP reloads the certificate; open connections keep working" t_reload
+
+# ---- plain-HTTP gateway with tight limits: defences ---------------------------------------
+PP=$(free_port)
+"$GW" --data "$data" --listen "127.0.0.1:$PP" --plain --workers 1 \
+	--set health.require_node=false --set limits.max_req_rate=50 \
+	--set limits.header_timeout_ms=800 --set limits.idle_timeout_ms=1500 \
+	--set gateway.max_conns=8 >"$tmp/gw-plain.log" 2>&1 &
+PLPID=$!
+pids+=("$PLPID")
+wait_port "$PP" || { cat "$tmp/gw-plain.log"; echo "Bail out! gateway (plain) did not start"; exit 1; }
+echo "# plain gateway on $PP"
+
+t_plain() { [ "$(curl -s "http://127.0.0.1:$PP/kv/hello")" = world ]; }
+check "plain HTTP when configured" t_plain
+py() { python3 - "$PP" "$@"; }
+t_slowloris() {
+	py <<'PY'
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 5)
+s.sendall(b"GET /kv/k1 HTTP/1.1\r\nHost: x\r\n")
+t = time.time()
+s.settimeout(5)
+try:
+    while True:
+        time.sleep(0.2)
+        s.sendall(b"X-a: b\r\n")   # a byte trickle must not extend the header deadline
+except (BrokenPipeError, ConnectionResetError):
+    pass
+data = b""
+try:
+    while True:
+        b = s.recv(4096)
+        if not b: break
+        data += b
+except ConnectionResetError:
+    pass
+assert time.time() - t < 3, time.time() - t
+assert data == b"" or data.startswith(b"HTTP/1.1 408"), data[:40]
+PY
+}
+check "slowloris: headers trickling in are cut off at header_timeout (408)" t_slowloris
+t_idle() {
+	py <<'PY'
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 5)
+s.sendall(b"GET /kv/k1 HTTP/1.1\r\nHost: x\r\n\r\n")
+s.settimeout(5)
+assert b"200 OK" in s.recv(4096)
+t = time.time()
+assert s.recv(10) == b""
+assert 1.2 < time.time() - t < 3.5, time.time() - t
+PY
+}
+check "idle keep-alive connection closed after idle_timeout" t_idle
+t_rate() {
+	py <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 5)
+s.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n" * 80)
+s.settimeout(5)
+data = b""
+while True:
+    b = s.recv(65536)
+    if not b: break
+    data += b
+assert data.count(b"HTTP/1.1 200") == 50, data.count(b"HTTP/1.1 200")
+assert data.count(b"HTTP/1.1 429") == 1
+PY
+}
+check "per-connection rate limit: 429 and close past max_req_rate" t_rate
+t_cap() {
+	py <<'PY'
+import socket, sys, time
+port = int(sys.argv[1])
+held = [socket.create_connection(("127.0.0.1", port), 5) for _ in range(8)]
+time.sleep(0.2)
+s = socket.create_connection(("127.0.0.1", port), 5)
+s.settimeout(5)
+data = s.recv(4096)
+assert data.startswith(b"HTTP/1.1 503"), data[:40]
+for h in held: h.close()
+time.sleep(0.3)
+s = socket.create_connection(("127.0.0.1", port), 5)
+s.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+assert b"200 OK" in s.recv(4096)
+PY
+}
+check "connection cap: extra connection gets 503 busy, accepted again after" t_cap
+t_badreq() {
+	py <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 5)
+s.sendall(b"GET /kv/k1 HTTP/1.1\r\nHost: x\r\n\r\nBLAH\x00\x01 / HTTP/9.9\r\n\r\n")
+s.settimeout(5)
+data = b""
+while True:
+    b = s.recv(65536)
+    if not b: break
+    data += b
+assert data.count(b"HTTP/1.1 200") == 1 and b"HTTP/1.1 400" in data, data
+PY
+}
+check "protocol error after a good request: 400 then close" t_badreq
+t_fuzzish() {
+	py <<'PY'
+import os, random, socket, sys
+port = int(sys.argv[1])
+random.seed(7)
+seeds = [b"GET /kv/k1 HTTP/1.1\r\nHost: x\r\n\r\n", b"HEAD /kv/%41 HTTP/1.0\r\n\r\n",
+         b"GET /kv/k1?bucket=docs&min_rev=1 HTTP/1.1\r\nIf-None-Match: W/\"1\"\r\n\r\n",
+         b"GET /kv/k1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"]
+for i in range(300):
+    b = bytearray(random.choice(seeds) * random.randint(1, 3))
+    for _ in range(random.randint(0, 8)):
+        op = random.random()
+        p = random.randrange(len(b) + 1)
+        if op < 0.4 and b: b[p % len(b)] = random.randrange(256)
+        elif op < 0.7: b[p:p] = os.urandom(random.randint(1, 20))
+        elif b: del b[p:p + random.randint(1, 10)]
+    s = socket.create_connection(("127.0.0.1", port), 5)
+    s.settimeout(3)
+    try:
+        s.sendall(bytes(b)); s.shutdown(socket.SHUT_WR)
+        while s.recv(65536): pass
+    except (ConnectionResetError, BrokenPipeError, socket.timeout):
+        pass
+    s.close()
+s = socket.create_connection(("127.0.0.1", port), 5)
+s.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+assert b"200 OK" in s.recv(4096)
+PY
+}
+check "300 mutated requests: no crash, still serving" t_fuzzish
+t_half_close() {
+	py <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 5)
+s.sendall(b"GET /kv/k1 HTTP/1.1\r\nHost: x\r\n\r\nGET /kv/hello HTTP/1.1\r\nHost: x\r\n\r\n")
+s.shutdown(socket.SHUT_WR)
+s.settimeout(5)
+data = b""
+while True:
+    b = s.recv(65536)
+    if not b: break
+    data += b
+assert data.count(b"HTTP/1.1 200") == 2 and data.endswith(b"world"), data[-40:]
+PY
+}
+check "pipelined requests then half-close: both answered" t_half_close
+
+# ---- shutdown ----------------------------------------------------------------------------
+t_term() { # name pid: not through check(), whose subshell cannot wait for our children
+	kill -TERM "$2"
+	wait "$2"; local rc=$?
+	if [ $rc = 0 ]; then ok "$1"; else nok "$1" "exit $rc"; fi
+}
+t_term "SIGTERM: plain gateway drains and exits 0" "$PLPID"
+t_term "SIGTERM: TLS gateway drains and exits 0" "$GWPID"
+check "no ERROR lines in the gateway logs" bash -c "! grep -h ' ERROR ' '$tmp/gw-tls.log' '$tmp/gw-plain.log'"
+
+echo "1..$n"
+[ $fails = 0 ]
