@@ -31,6 +31,7 @@
 typedef struct apply {
 	kv_store_t *s;
 	MDB_txn *txn;          /* the call's txn, or a batch's nested txn */
+	MDB_cursor *cur;       /* on main in txn, opened on first use (no malloc per op) */
 	uint64_t time_ms;      /* the entry's leader time */
 } apply_t;
 
@@ -67,14 +68,15 @@ static int scratch_reserve(kv_store_t *s, size_t n)
 static int bc_flush(apply_t *a)
 {
 	kv_store_t *s = a->s;
-	uint8_t buf[KV__BUCKET_FIXED + PROTO_MAX_CTYPE];
+	uint8_t buf[KV__BUCKET_FIXED + PROTO_MAX_CTYPE], bk[4 + PROTO_MAX_BUCKET];
 
 	for (unsigned i = 0; i < s->nbcache; i++) {
 		kv__bcache_t *e = &s->bcache[i];
 		if (!e->dirty)
 			continue;
-		MDB_val k = {e->nlen, e->name}, v = {kv__bucket_format(buf, &e->b), buf};
-		int rc = mdb_put(a->txn, s->dbi[KV__DB_BUCKETS], &k, &v, 0);
+		MDB_val k = {kv__bdir_key(bk, e->name, e->nlen), bk};
+		MDB_val v = {kv__bucket_format(buf, &e->b), buf};
+		int rc = mdb_put(a->txn, s->dbi[KV__DB_MAIN], &k, &v, 0);
 		if (rc)
 			return kv__err(rc);
 		e->dirty = false;
@@ -89,6 +91,7 @@ static int bc_flush(apply_t *a)
 static int bc_find(apply_t *a, const proto_bytes_t *name, kv__bcache_t **out)
 {
 	kv_store_t *s = a->s;
+	uint8_t bk[4 + PROTO_MAX_BUCKET];
 	kv__bcache_t *e;
 	int rc;
 
@@ -110,8 +113,8 @@ static int bc_find(apply_t *a, const proto_bytes_t *name, kv__bcache_t **out)
 	memset(e, 0, sizeof *e);
 	memcpy(e->name, name->p, name->len);
 	e->nlen = (uint8_t)name->len;
-	MDB_val k = {name->len, (void *)name->p}, v;
-	rc = mdb_get(a->txn, s->dbi[KV__DB_BUCKETS], &k, &v);
+	MDB_val k = {kv__bdir_key(bk, name->p, name->len), bk}, v;
+	rc = mdb_get(a->txn, s->dbi[KV__DB_MAIN], &k, &v);
 	if (rc == 0) {
 		if ((rc = kv__bucket_parse(&v, &e->b)))
 			return rc;
@@ -269,7 +272,9 @@ static int key_write(apply_t *a, const proto_op_t *op, uint64_t *rev_out)
 	uint8_t kb[KV__KEYS_KEY_MAX], hk[KV__HIST_KEY_MAX];
 	MDB_val k = {4, kb}, old, d;
 	kv__rec_t o;
-	bool found = false, live, longk = op->key.len > KV__KEY_DIRECT;
+	bool found = false, inserted = false, live, longk = op->key.len > KV__KEY_DIRECT;
+	bool blind = op->op == PROTO_OP_PUT || op->op == PROTO_OP_CREATE ||
+		     (op->op == PROTO_OP_UPDATE && op->rev == 0);
 	uint64_t cur, rev, orev = 0, otime = 0;
 	uint32_t ovlen = 0;
 	uint8_t okind = 0, kind;
@@ -282,15 +287,41 @@ static int key_write(apply_t *a, const proto_op_t *op, uint64_t *rev_out)
 	b = &bc->b;
 	kv__be32(kb, b->id);
 	k.mv_size += kv__key_enc(kb + 4, op->key.p, op->key.len);
-	rc = mdb_get(a->txn, s->dbi[KV__DB_KEYS], &k, &old);
-	if (rc == 0) {
+	kind = op->op == PROTO_OP_DELETE ? PROTO_REC_DEL :
+	       op->op == PROTO_OP_PURGE ? PROTO_REC_PURGE : PROTO_REC_PUT;
+	vlen = kind == PROTO_REC_PUT ? op->value.len : 0;
+	rlen = KV__REC_HDR + (longk ? 2 + op->key.len : 0) + vlen;
+	rev = s->wrev + 1;
+	if (!a->cur && (rc = mdb_cursor_open(a->txn, s->dbi[KV__DB_MAIN], &a->cur)))
+		return kv__err(rc);
+
+	/*
+	 * One B-tree search whatever the outcome: for an op that may go ahead on an absent key,
+	 * insert-if-absent reserves the new record; if the key exists LMDB returns its record
+	 * and leaves the cursor on it, for the checks below and an in-place replace.
+	 */
+	if (blind) {
+		d.mv_size = rlen;
+		d.mv_data = NULL;
+		rc = mdb_cursor_put(a->cur, &k, &d, MDB_NOOVERWRITE | MDB_RESERVE);
+		if (rc == 0)
+			inserted = true;
+		else if (rc == MDB_KEYEXIST)
+			old = d;
+		else
+			return kv__err(rc);
+	} else {
+		/* MDB_SET, not MDB_SET_KEY: k must keep pointing at our bytes, not into the page */
+		rc = mdb_cursor_get(a->cur, &k, &old, MDB_SET);
+		if (rc && rc != MDB_NOTFOUND)
+			return kv__err(rc);
+	}
+	if ((rc == 0 && !inserted) || rc == MDB_KEYEXIST) {
 		if ((rc = kv__rec_parse(&old, &o)))
 			return rc;
 		if (longk && (o.klen != op->key.len || memcmp(o.key, op->key.p, o.klen) != 0))
 			return KV_EBADKEY; /* 64-bit hash collision of two long keys: refuse */
 		found = true;
-	} else if (rc != MDB_NOTFOUND) {
-		return kv__err(rc);
 	}
 	cur = found ? o.rev : 0;
 	live = found && o.kind == PROTO_REC_PUT;
@@ -319,56 +350,31 @@ static int key_write(apply_t *a, const proto_op_t *op, uint64_t *rev_out)
 	default:
 		break;
 	}
-	kind = op->op == PROTO_OP_DELETE ? PROTO_REC_DEL :
-	       op->op == PROTO_OP_PURGE ? PROTO_REC_PURGE : PROTO_REC_PUT;
 
 	/* All rules passed: from here on the op is applied. */
-	rev = ++s->wrev;
+	s->wrev = rev;
 	if (found) {
 		orev = o.rev;
 		otime = o.time_ms;
 		okind = o.kind;
 		ovlen = o.vlen;
-		if (b->history > 1 || kind == PROTO_REC_PURGE)
-			hplen = kv__hist_prefix(hk, b->id, op->key.p, op->key.len);
 		if (b->history > 1 && kind != PROTO_REC_PURGE) {
-			/* `old` points into a page the next write may spill or move: copy first. */
+			/* The replace below may reuse `old`'s bytes: keep a copy for history. */
 			if ((rc = scratch_reserve(s, old.mv_size)))
 				return rc;
 			memcpy(s->scratch, old.mv_data, old.mv_size);
-			d.mv_size = old.mv_size;
-			d.mv_data = s->scratch;
 		}
+		d.mv_size = rlen;
+		d.mv_data = NULL;
+		if ((rc = mdb_cursor_put(a->cur, &k, &d, MDB_CURRENT | MDB_RESERVE)))
+			return kv__err(rc);
+	} else if (!inserted) {
+		d.mv_size = rlen;
+		d.mv_data = NULL;
+		if ((rc = mdb_cursor_put(a->cur, &k, &d, MDB_RESERVE)))
+			return kv__err(rc);
 	}
-	if (found) {
-		if (okind == PROTO_REC_PUT) {
-			b->keys--;
-			b->bytes -= ovlen;
-			if (b->max_age_ms && (rc = ttl_del(a, b, orev, otime)))
-				return rc;
-		}
-		if (kind == PROTO_REC_PURGE) {
-			if ((rc = hist_trim(a, hk, hplen, 0)) || (rc = revs_del(a, orev)))
-				return rc;
-		} else if (b->history > 1) {
-			MDB_val hkv = {hplen + 8, hk};
-			kv__be64(hk + hplen, orev);
-			if ((rc = mdb_put(a->txn, s->dbi[KV__DB_HIST], &hkv, &d, 0)))
-				return kv__err(rc);
-			if ((rc = hist_trim(a, hk, hplen, b->history - 1)))
-				return rc;
-		} else if ((rc = revs_del(a, orev))) {
-			return rc;
-		}
-	}
-
-	vlen = kind == PROTO_REC_PUT ? op->value.len : 0;
-	rlen = KV__REC_HDR + (longk ? 2 + op->key.len : 0) + vlen;
-	d.mv_size = rlen;
-	d.mv_data = NULL;
-	/* MDB_RESERVE: build the record in place in the page, one copy of the value. */
-	if ((rc = mdb_put(a->txn, s->dbi[KV__DB_KEYS], &k, &d, MDB_RESERVE)))
-		return kv__err(rc);
+	/* Fill the reserved record now: a later write may spill the dirty page it lives in. */
 	p = d.mv_data;
 	kv__le64(p, rev);
 	kv__le64(p + 8, kind != PROTO_REC_PUT ? 0 : live ? o.create_rev : rev);
@@ -383,6 +389,30 @@ static int key_write(apply_t *a, const proto_op_t *op, uint64_t *rev_out)
 	}
 	if (vlen)
 		memcpy(p, op->value.p, vlen);
+
+	if (found) {
+		if (okind == PROTO_REC_PUT) {
+			b->keys--;
+			b->bytes -= ovlen;
+			if (b->max_age_ms && (rc = ttl_del(a, b, orev, otime)))
+				return rc;
+		}
+		if (b->history > 1 || kind == PROTO_REC_PURGE)
+			hplen = kv__hist_prefix(hk, b->id, op->key.p, op->key.len);
+		if (kind == PROTO_REC_PURGE) {
+			if ((rc = hist_trim(a, hk, hplen, 0)) || (rc = revs_del(a, orev)))
+				return rc;
+		} else if (b->history > 1) {
+			MDB_val hkv = {hplen + 8, hk}, hv = {old.mv_size, s->scratch};
+			kv__be64(hk + hplen, orev);
+			if ((rc = mdb_put(a->txn, s->dbi[KV__DB_HIST], &hkv, &hv, 0)))
+				return kv__err(rc);
+			if ((rc = hist_trim(a, hk, hplen, b->history - 1)))
+				return rc;
+		} else if ((rc = revs_del(a, orev))) {
+			return rc;
+		}
+	}
 	if ((rc = revs_put(a, rev, b->id, &op->key)))
 		return rc;
 	if (kind == PROTO_REC_PUT) {
@@ -434,8 +464,8 @@ static int bucket_add(apply_t *a, const proto_op_t *op, uint64_t *rev_out)
 	}
 	if ((rc = kv__meta_get64(a->txn, s, "next_bucket", &next)))
 		return rc;
-	if (next == 0 || next > UINT32_MAX)
-		return KV_EBADCONFIG; /* 4 billion buckets created: no ids left */
+	if (next == 0 || next > KV__BID_MAX)
+		return KV_EBADCONFIG; /* 500 million buckets created: no ids left */
 	uint8_t idb[4];
 	MDB_val k = {4, idb}, v = {op->bucket.len, (void *)op->bucket.p};
 	kv__be32(idb, (uint32_t)next);
@@ -488,7 +518,7 @@ static int range_drop(apply_t *a, int db, const uint8_t *pre, size_t plen, const
 		}
 		if ((rc = revs_del(a, r.rev)))
 			break;
-		if (db == KV__DB_KEYS && r.kind == PROTO_REC_PUT && b->max_age_ms &&
+		if (db == KV__DB_MAIN && r.kind == PROTO_REC_PUT && b->max_age_ms &&
 		    (rc = ttl_del(a, b, r.rev, r.time_ms)))
 			break;
 	}
@@ -508,11 +538,12 @@ static int bucket_del(apply_t *a, const proto_op_t *op, uint64_t *rev_out)
 	if (!bc->exists)
 		return KV_ENOBUCKET;
 	kv__be32(pre, bc->b.id);
-	if ((rc = range_drop(a, KV__DB_KEYS, pre, 4, &bc->b)) ||
+	if ((rc = range_drop(a, KV__DB_MAIN, pre, 4, &bc->b)) ||
 	    (rc = range_drop(a, KV__DB_HIST, pre, 4, &bc->b)))
 		return rc;
-	MDB_val k = {op->bucket.len, (void *)op->bucket.p}, idk = {4, pre};
-	rc = mdb_del(a->txn, s->dbi[KV__DB_BUCKETS], &k, NULL);
+	uint8_t bk[4 + PROTO_MAX_BUCKET];
+	MDB_val k = {kv__bdir_key(bk, op->bucket.p, op->bucket.len), bk}, idk = {4, pre};
+	rc = mdb_del(a->txn, s->dbi[KV__DB_MAIN], &k, NULL);
 	if (rc && rc != MDB_NOTFOUND) /* absent when added earlier in this call */
 		return kv__err(rc);
 	if ((rc = mdb_del(a->txn, s->dbi[KV__DB_BIDS], &idk, NULL)) && rc != MDB_NOTFOUND)
@@ -586,7 +617,9 @@ static int batch_apply(apply_t *a, const proto_op_t *batch, kv_result_t *res)
 	memcpy(s->bcache_save, s->bcache, saved_n * sizeof s->bcache[0]);
 	if ((rc = mdb_txn_begin(s->env, parent, 0, &child)))
 		return kv__err(rc);
+	MDB_cursor *parent_cur = a->cur;
 	a->txn = child;
+	a->cur = NULL;
 	proto_batch_iter_init(&it, batch);
 	for (i = 0; proto_batch_next(&it, &op) == 1; i++) {
 		rev = 0;
@@ -595,6 +628,9 @@ static int batch_apply(apply_t *a, const proto_op_t *batch, kv_result_t *res)
 		if (i == 0)
 			res->rev = rev;
 	}
+	if (a->cur)
+		mdb_cursor_close(a->cur);
+	a->cur = parent_cur;
 	a->txn = parent;
 	if (rc == 0) {
 		if ((rc = mdb_txn_commit(child)))
@@ -694,10 +730,14 @@ static int apply_txn(kv_store_t *s, const kv_entry_in_t *ents, size_t n, kv_resu
 	    (rc = kv__meta_put64(a.txn, s, "applied", ents[n - 1].index)) ||
 	    (rc = kv__meta_put64(a.txn, s, "revision", s->wrev)))
 		goto fail;
+	if (a.cur)
+		mdb_cursor_close(a.cur);
 	rc = mdb_txn_commit(a.txn);
 	s->nbcache = 0;
 	return kv__err(rc);
 fail:
+	if (a.cur)
+		mdb_cursor_close(a.cur);
 	mdb_txn_abort(a.txn);
 	s->nbcache = 0;
 	return rc;

@@ -24,10 +24,9 @@
 #define KV_DEFAULT_READERS  512u
 
 const char *const kv__db_names[KV__DB_N] = {
+	[KV__DB_MAIN] = NULL,
 	[KV__DB_META] = "meta",
-	[KV__DB_BUCKETS] = "buckets",
 	[KV__DB_BIDS] = "bids",
-	[KV__DB_KEYS] = "keys",
 	[KV__DB_HIST] = "hist",
 	[KV__DB_REVS] = "revs",
 	[KV__DB_TTL] = "ttl",
@@ -213,12 +212,20 @@ static int open_dbs(kv_store_t *s, MDB_txn *txn, bool rdonly)
 		return rc;
 	if (format == 0) {
 		/* A new store, unless something else already lives here. */
-		for (int i = 0; i < KV__DB_N; i++) {
+		MDB_cursor *c;
+		MDB_val k, v;
+		for (int i = 1; i < KV__DB_N; i++) {
 			if ((rc = mdb_stat(txn, s->dbi[i], &st)))
 				return kv__err(rc);
 			if (st.ms_entries)
 				return KV_ECORRUPT;
 		}
+		if ((rc = mdb_cursor_open(txn, s->dbi[KV__DB_MAIN], &c)))
+			return kv__err(rc);
+		rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+		mdb_cursor_close(c);
+		if (rc == 0 && *(uint8_t *)k.mv_data < KV__NAME_MIN)
+			return KV_ECORRUPT;
 		if (rdonly)
 			return KV_ECORRUPT;
 		if ((rc = meta_put32(txn, s, "format", KV__FORMAT)) ||
@@ -381,9 +388,13 @@ int kv_stats(kv_store_t *s, kv_stats_t *st)
 	if ((rc = kv__meta_get64(txn, s, "applied", &st->applied)) ||
 	    (rc = kv__meta_get64(txn, s, "revision", &st->revision)))
 		goto out;
-	if ((rc = kv__err(mdb_cursor_open(txn, s->dbi[KV__DB_BUCKETS], &c))))
+	if ((rc = kv__err(mdb_cursor_open(txn, s->dbi[KV__DB_MAIN], &c))))
 		goto out;
-	for (int op = MDB_FIRST; (rc = mdb_cursor_get(c, &k, &v, op)) == 0; op = MDB_NEXT) {
+	k.mv_size = 4;
+	k.mv_data = (void *)"\0\0\0";
+	for (int op = MDB_SET_RANGE; (rc = mdb_cursor_get(c, &k, &v, op)) == 0; op = MDB_NEXT) {
+		if (k.mv_size < 4 || memcmp(k.mv_data, "\0\0\0\0", 4) != 0)
+			break;
 		if ((rc = kv__bucket_parse(&v, &b)))
 			goto out;
 		st->buckets++;

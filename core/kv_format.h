@@ -2,18 +2,20 @@
  * geokv store internals: the on-disk layout of `state/` and what the kv_*.c files share.
  * Not a public header: only core/kv_*.c include it.
  *
- * ON-DISK LAYOUT (format 1). One LMDB environment, seven named databases. Integers in keys
- * are big-endian (so LMDB's memcmp order is numeric order); integers in values are
- * little-endian. "bid" is a bucket's u32 id: keys carry 4 bytes instead of the bucket name.
+ * ON-DISK LAYOUT (format 1). One LMDB environment: the unnamed main database plus five named
+ * ones. Integers in keys are big-endian (so LMDB's memcmp order is numeric order); integers
+ * in values are little-endian. "bid" is a bucket's u32 id: keys carry 4 bytes instead of the
+ * bucket name.
  *
+ *   main     0 (BE32) ‖ name           -> bucket record (the bucket directory)
+ *            bid ‖ enc(key)            -> record: the key's LATEST record (value inline)
+ *            "bids", "hist", ...       -> LMDB's own records of the named databases
  *   meta     "format"      -> u32 1         (absent = not a geokv store / unfinished install)
  *            "applied"     -> u64           last applied log index
  *            "revision"    -> u64           store revision (last revision handed out)
  *            "next_bucket" -> u32           next bucket id; ids are never reused, so a
  *                                           re-created bucket cannot see its old keys
- *   buckets  name          -> bucket record (below)
  *   bids     bid (BE32)    -> name          (id -> name for the revision and TTL indexes)
- *   keys     bid ‖ enc(key)            -> record: the key's LATEST record (value inline)
  *   hist     bid ‖ u16 len ‖ enc(key) ‖ rev (BE64)  -> record: older retained records
  *   revs     rev (BE64)                -> bid ‖ key   one entry per retained record (latest
  *                                         and hist, tombstones included): watch/feed scans
@@ -21,7 +23,14 @@
  *   ttl      expire_at (BE64) ‖ rev    -> bid ‖ key   live PUT records of buckets with a max
  *                                         age: kv_expired() reads it oldest-first
  *
- * Record (keys and hist values), 25-byte header then the value:
+ * Why the main database: LMDB finds a named database through a lookup in the main one at
+ * the first use in every transaction. Keeping buckets and latest records in main makes a GET
+ * exactly two B-tree searches (bucket, then key), like a bare LMDB get in a named database,
+ * and makes the bucket lookup share the hot upper pages of the key tree. Bucket ids stay
+ * below KV__BID_MAX so every data key starts with a byte below 0x20 and can never collide
+ * with a database name (all lower-case ASCII); the snapshot skips keys from 0x20 up.
+ *
+ * Record (latest and hist values), 25-byte header then the value:
  *   u64 rev, u64 create_rev (0 for tombstones), u64 time_ms, u8 kind (proto_rec_kind, with
  *   KV__REC_LONGKEY set when the key is longer than KV__KEY_DIRECT: then u16 len ‖ full key
  *   follows the header), value bytes.
@@ -37,7 +46,6 @@
  * the same 64-bit hash cannot both exist: the second is refused with KV_EBADKEY.
  * The hist key carries enc's length so that the history of "a" never runs into that of "ab".
  *
- * GET is two B-tree lookups: buckets (name -> bid, config; a few pages, always hot) and keys.
  */
 #ifndef GEOKV_CORE_KV_FORMAT_H
 #define GEOKV_CORE_KV_FORMAT_H
@@ -63,17 +71,19 @@
 #define KV__EMAPFULL        (-30199)
 
 enum kv__db {
-	KV__DB_META = 0,
-	KV__DB_BUCKETS,
+	KV__DB_MAIN = 0,          /* unnamed: bucket directory and latest records */
+	KV__DB_META,
 	KV__DB_BIDS,
-	KV__DB_KEYS,
 	KV__DB_HIST,
 	KV__DB_REVS,
 	KV__DB_TTL,
 	KV__DB_N,
 };
 
-/* Names of the LMDB databases, indexed by enum kv__db. */
+#define KV__BID_MAX 0x1fffffffu  /* data keys in main start below 0x20 (see above) */
+#define KV__NAME_MIN 0x20u       /* main keys from here up are LMDB's database records */
+
+/* Names of the LMDB databases, indexed by enum kv__db (NULL for main). */
 extern const char *const kv__db_names[KV__DB_N];
 
 /* ---- byte order ----------------------------------------------------------------------- */
@@ -111,6 +121,15 @@ static inline uint32_t kv__rle32(const uint8_t *p)
 static inline uint64_t kv__rle64(const uint8_t *p)
 {
 	return kv__rle32(p) | (uint64_t)kv__rle32(p + 4) << 32;
+}
+
+/* The bucket directory key (0 ‖ name) in out (4 + PROTO_MAX_BUCKET bytes); its length. */
+static inline size_t kv__bdir_key(uint8_t *out, const void *name, size_t nlen)
+{
+	memset(out, 0, 4);
+	if (nlen)
+		memcpy(out + 4, name, nlen);
+	return 4 + nlen;
 }
 
 /* ---- the store ------------------------------------------------------------------------- */

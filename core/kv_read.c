@@ -100,12 +100,15 @@ size_t kv__bucket_format(uint8_t *p, const kv__bucket_t *b)
 
 int kv__bucket_get(MDB_txn *txn, kv_store_t *s, const void *name, size_t nlen, kv__bucket_t *b)
 {
-	MDB_val k = {nlen, (void *)name}, v;
+	uint8_t bk[4 + PROTO_MAX_BUCKET];
+	MDB_val k, v;
 	int rc;
 
 	if (!proto_bucket_valid(name, nlen))
 		return KV_EBADBUCKET;
-	rc = mdb_get(txn, s->dbi[KV__DB_BUCKETS], &k, &v);
+	k.mv_data = bk;
+	k.mv_size = kv__bdir_key(bk, name, nlen);
+	rc = mdb_get(txn, s->dbi[KV__DB_MAIN], &k, &v);
 	if (rc == MDB_NOTFOUND)
 		return KV_ENOBUCKET;
 	if (rc)
@@ -122,7 +125,7 @@ int kv__latest(MDB_txn *txn, kv_store_t *s, uint32_t bid, const uint8_t *key, si
 
 	kv__be32(kb, bid);
 	k.mv_size += kv__key_enc(kb + 4, key, klen);
-	rc = mdb_get(txn, s->dbi[KV__DB_KEYS], &k, raw);
+	rc = mdb_get(txn, s->dbi[KV__DB_MAIN], &k, raw);
 	if (rc == MDB_NOTFOUND)
 		return KV_ENOTFOUND;
 	if (rc)
@@ -285,13 +288,16 @@ static void info_out(const kv__bucket_t *b, const void *name, size_t nlen, const
 
 int kv_bucket_info(kv_rtxn_t *t, const void *bucket, size_t blen, proto_bucket_info_t *info)
 {
-	MDB_val k = {blen, (void *)bucket}, v;
+	uint8_t bk[4 + PROTO_MAX_BUCKET];
+	MDB_val k, v;
 	kv__bucket_t b;
 	int rc;
 
 	if (!proto_bucket_valid(bucket, blen))
 		return KV_EBADBUCKET;
-	rc = mdb_get(t->txn, t->s->dbi[KV__DB_BUCKETS], &k, &v);
+	k.mv_data = bk;
+	k.mv_size = kv__bdir_key(bk, bucket, blen);
+	rc = mdb_get(t->txn, t->s->dbi[KV__DB_MAIN], &k, &v);
 	if (rc == MDB_NOTFOUND)
 		return KV_ENOBUCKET;
 	if (rc)
@@ -326,17 +332,18 @@ int kv_keys(kv_rtxn_t *t, const void *bucket, size_t blen, const void *prefix, s
 	 * KV__KEY_DIRECT bytes; beyond that only the stored full key can tell. */
 	kv__be32(start, b.id);
 	slen = 4 + (plen < KV__KEY_DIRECT ? plen : KV__KEY_DIRECT);
-	memcpy(start + 4, prefix, slen - 4);
+	if (slen > 4)
+		memcpy(start + 4, prefix, slen - 4);
 	k.mv_data = start;
 	k.mv_size = slen;
 	if (alen) {
 		kv__be32(akey, b.id);
 		aklen = 4 + kv__key_enc(akey + 4, after, alen);
 		MDB_val a = {aklen, akey};
-		if (mdb_cmp(t->txn, t->s->dbi[KV__DB_KEYS], &a, &k) > 0)
+		if (mdb_cmp(t->txn, t->s->dbi[KV__DB_MAIN], &a, &k) > 0)
 			k = a;
 	}
-	if ((rc = mdb_cursor_open(t->txn, t->s->dbi[KV__DB_KEYS], &c)))
+	if ((rc = mdb_cursor_open(t->txn, t->s->dbi[KV__DB_MAIN], &c)))
 		return kv__err(rc);
 	for (op = MDB_SET_RANGE; (rc = mdb_cursor_get(c, &k, &v, op)) == 0; op = MDB_NEXT) {
 		kv__rec_t r;
@@ -431,24 +438,30 @@ out:
 int kv_buckets(kv_rtxn_t *t, const void *after, size_t alen, size_t limit, kv_bucket_cb cb,
 	       void *ctx, bool *more)
 {
+	uint8_t ak[4 + PROTO_MAX_BUCKET];
 	MDB_cursor *c;
-	MDB_val k = {alen, (void *)after}, v;
+	MDB_val k, v;
 	proto_bucket_info_t info;
 	kv__bucket_t b;
 	size_t n = 0;
-	int rc, op = alen ? MDB_SET_RANGE : MDB_FIRST;
+	int rc, op;
 
 	*more = false;
 	if (alen && !proto_bucket_valid(after, alen))
 		return KV_EBADBUCKET;
-	if ((rc = mdb_cursor_open(t->txn, t->s->dbi[KV__DB_BUCKETS], &c)))
+	k.mv_data = ak;
+	k.mv_size = kv__bdir_key(ak, after, alen);
+	if ((rc = mdb_cursor_open(t->txn, t->s->dbi[KV__DB_MAIN], &c)))
 		return kv__err(rc);
-	for (; (rc = mdb_cursor_get(c, &k, &v, op)) == 0; op = MDB_NEXT) {
-		if (alen && k.mv_size == alen && memcmp(k.mv_data, after, alen) == 0)
+	for (op = MDB_SET_RANGE; (rc = mdb_cursor_get(c, &k, &v, op)) == 0; op = MDB_NEXT) {
+		const uint8_t *kp = k.mv_data;
+		if (k.mv_size < 4 || memcmp(kp, "\0\0\0\0", 4) != 0)
+			break;
+		if (alen && k.mv_size == 4 + alen && memcmp(kp + 4, after, alen) == 0)
 			continue;
 		if ((rc = kv__bucket_parse(&v, &b)))
 			goto out;
-		info_out(&b, k.mv_data, k.mv_size, (const uint8_t *)v.mv_data + KV__BUCKET_FIXED, &info);
+		info_out(&b, kp + 4, k.mv_size - 4, (const uint8_t *)v.mv_data + KV__BUCKET_FIXED, &info);
 		if ((limit && n == limit) || cb(ctx, &info) != 0) {
 			*more = true;
 			break;

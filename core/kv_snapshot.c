@@ -42,7 +42,7 @@ enum { SNAP_HEAD = 1, SNAP_DATA = 2, SNAP_TAIL = 3 };
 
 /* Databases in dump order: meta last (install writes it only once the trailer verified). */
 static const int dump_order[KV__DB_N] = {
-	KV__DB_BUCKETS, KV__DB_BIDS, KV__DB_KEYS, KV__DB_HIST, KV__DB_REVS, KV__DB_TTL, KV__DB_META,
+	KV__DB_MAIN, KV__DB_BIDS, KV__DB_HIST, KV__DB_REVS, KV__DB_TTL, KV__DB_META,
 };
 
 static void hdr_encode(uint8_t *h, uint32_t type, uint64_t seq, uint32_t len)
@@ -153,6 +153,9 @@ int kv_snapshot_write(kv_store_t *s, kv_snap_write_fn write, void *ctx, kv_snap_
 			goto out;
 		}
 		for (op = MDB_FIRST; (rc = mdb_cursor_get(c, &k, &v, op)) == 0; op = MDB_NEXT) {
+			/* LMDB's own records of the named databases are not content. */
+			if (db == KV__DB_MAIN && *(uint8_t *)k.mv_data >= KV__NAME_MIN)
+				continue;
 			if ((rc = w_record(&w, db, &k, &v)))
 				goto out;
 			m.records++;
@@ -263,7 +266,14 @@ static int r_data(snap_r_t *r, const uint8_t *p, size_t len, uint64_t *records)
 				}
 				memcpy(r->meta + r->meta_len, q, rl);
 				r->meta_len += rl;
-			} else if ((rc = mdb_put(txn, r->dbi[db], &k, &v, MDB_APPEND))) {
+			} else if (db == KV__DB_MAIN && *(uint8_t *)k.mv_data >= KV__NAME_MIN) {
+				/* would overwrite LMDB's record of a named database */
+				rc = KV_ECORRUPT;
+				break;
+			} else if ((rc = mdb_put(txn, r->dbi[db], &k, &v,
+						 /* main also holds the named databases' records,
+						  * which sort after all data: no appending there */
+						 db == KV__DB_MAIN ? 0 : MDB_APPEND))) {
 				/* Out of order (MDB_KEYEXIST) can only be a bad stream. */
 				rc = rc == MDB_KEYEXIST || rc == MDB_BAD_VALSIZE ? KV_ECORRUPT : kv__err(rc);
 				break;

@@ -174,3 +174,22 @@ uint64_t su_db_entries(kv_store_t *s, const char *db)
 	mdb_txn_abort(txn);
 	return st.ms_entries;
 }
+
+uint64_t su_key_records(kv_store_t *s)
+{
+	MDB_txn *txn;
+	MDB_cursor *c;
+	MDB_val k, v;
+	uint64_t n = 0;
+
+	if (mdb_txn_begin(kv_env(s), NULL, MDB_RDONLY, &txn) || mdb_cursor_open(txn, 1, &c))
+		abort();
+	for (int op = MDB_FIRST; mdb_cursor_get(c, &k, &v, op) == 0; op = MDB_NEXT) {
+		const uint8_t *p = k.mv_data;
+		if (k.mv_size > 4 && p[0] < 0x20 && (p[0] | p[1] | p[2] | p[3]))
+			n++;
+	}
+	mdb_cursor_close(c);
+	mdb_txn_abort(txn);
+	return n;
+}

@@ -44,4 +44,7 @@ int su_install(const char *dir, const uint8_t *p, size_t len, kv_snap_meta_t *me
 /* Entries in one LMDB database of the store ("keys", "revs", "ttl", ...). */
 uint64_t su_db_entries(kv_store_t *s, const char *db);
 
+/* Latest-record entries (all buckets, tombstones included) in the main database. */
+uint64_t su_key_records(kv_store_t *s);
+
 #endif

@@ -507,7 +507,7 @@ Test(kv_store, bucket_delete_removes_its_keys_and_indexes)
 	cr_assert_eq(su_apply(s, 1, &op, &res), 0);
 	cr_assert_eq(res.status, 0);
 	cr_assert_eq(su_get(s, "t", "k2", 0, NULL, 0, NULL), KV_ENOBUCKET);
-	cr_assert_eq(su_db_entries(s, "keys"), 1);
+	cr_assert_eq(su_key_records(s), 1);
 	cr_assert_eq(su_db_entries(s, "hist"), 0);
 	cr_assert_eq(su_db_entries(s, "revs"), 1);
 	cr_assert_eq(su_db_entries(s, "ttl"), 0);

@@ -32,35 +32,63 @@ static uint64_t rng_next(uint64_t *x)
 	return z ^ (z >> 31);
 }
 
-static void workload_build(workload_t *wl, size_t n, uint64_t seed)
+static void random_op(proto_op_t *op, uint64_t r, char *key, char *val)
 {
 	static const uint8_t ops[] = {PROTO_OP_PUT, PROTO_OP_PUT, PROTO_OP_PUT, PROTO_OP_CREATE,
 				      PROTO_OP_UPDATE, PROTO_OP_DELETE, PROTO_OP_PURGE};
-	const char *buckets[] = {"alpha", "beta", "gamma"};
-	char key[32], val[64];
+	static const char *buckets[] = {"alpha", "beta", "gamma"};
+
+	memset(op, 0, sizeof *op);
+	snprintf(key, 32, "k.%u", (unsigned)(r % 37));
+	snprintf(val, 64, "value-%llu", (unsigned long long)(r >> 20));
+	op->op = ops[(r >> 8) % sizeof ops];
+	op->bucket = su_b(buckets[(r >> 16) % 3]);
+	op->key = su_b(key);
+	op->value = su_b(op->op <= PROTO_OP_UPDATE ? val : "");
+	op->rev = (r >> 24) % 3 ? 0 : (r >> 30) % 300;
+}
+
+/* Mostly single ops, some batches (plain and conditional), and a bucket deleted and
+ * re-created midway, over buckets of history 1, 4 and 7 (one with a max age). */
+static void workload_build(workload_t *wl, size_t n, uint64_t seed)
+{
+	static const char *buckets[] = {"alpha", "beta", "gamma"};
+	char key[4][32], val[4][64];
+	uint8_t tmp[2048];
 
 	wl->n = n;
 	for (size_t i = 0; i < n; i++) {
 		proto_op_t op = {0};
 		uint64_t r = rng_next(&seed);
-		wl->buf[i] = malloc(512);
-		if (i < 3) {
+		wl->buf[i] = malloc(2048);
+		if (i < 3 || i == n / 2 + 1) {
+			size_t bi = i < 3 ? i : 1;
 			op.op = PROTO_OP_BUCKET_ADD;
-			op.bucket = su_b(buckets[i]);
-			op.cfg.history = (uint32_t)(1 + i * 3);
-			op.cfg.max_age_ms = i == 2 ? 5000 : 0;
+			op.bucket = su_b(buckets[bi]);
+			op.cfg.history = (uint32_t)(1 + bi * 3);
+			op.cfg.max_age_ms = bi == 2 ? 5000 : 0;
+		} else if (i == n / 2) {
+			op.op = PROTO_OP_BUCKET_DEL;
+			op.bucket = su_b(buckets[1]);
+		} else if (r % 10 == 0) {
+			proto_wbuf_t w;
+			proto_batch_writer_t bw;
+			proto_wbuf_init(&w, tmp, sizeof tmp);
+			proto_batch_begin(&bw, &w);
+			for (int j = 0; j < 4; j++) {
+				random_op(&op, rng_next(&seed), key[j], val[j]);
+				if (r % 20 == 0)
+					op.op = PROTO_OP_PUT; /* a plain batch */
+				cr_assert_eq(proto_batch_add(&bw, &op), 0);
+			}
+			proto_batch_finish(&bw);
+			cr_assert_eq(proto_op_decode(tmp, proto_wbuf_len(&w), &op), 0);
 		} else {
-			snprintf(key, sizeof key, "k.%u", (unsigned)(r % 37));
-			snprintf(val, sizeof val, "value-%llu", (unsigned long long)(r >> 20));
-			op.op = ops[(r >> 8) % sizeof ops];
-			op.bucket = su_b(buckets[(r >> 16) % 3]);
-			op.key = su_b(key);
-			op.value = su_b(op.op <= PROTO_OP_UPDATE ? val : "");
-			op.rev = (r >> 24) % 3 ? 0 : (r >> 30) % (i + 1);
+			random_op(&op, r, key[0], val[0]);
 		}
 		wl->e[i].index = i + 1;
 		wl->e[i].data = wl->buf[i];
-		wl->e[i].len = su_entry(wl->buf[i], 512, 1000 + i * 10, &op);
+		wl->e[i].len = su_entry(wl->buf[i], 2048, 1000 + i * 10, &op);
 	}
 }
 
@@ -111,32 +139,40 @@ Test(kv_env, reopen_after_close_keeps_everything)
 
 Test(kv_env, same_entries_give_identical_stores_whatever_the_grouping)
 {
-	char *d1 = su_tmpdir(), *d2 = su_tmpdir();
-	kv_store_t *s1, *s2;
+	static const size_t groups[] = {1, 2, 3, 64, 400};
+	uint8_t *first = NULL;
+	size_t first_len = 0;
+	uint64_t first_rev = 0;
 	workload_t wl;
-	uint8_t *a, *b;
-	size_t la, lb;
 
 	workload_build(&wl, 400, 42);
-	cr_assert_eq(kv_open(&s1, d1, NULL), 0);
-	cr_assert_eq(kv_open(&s2, d2, NULL), 0);
-	workload_apply(s1, &wl, 1);
-	workload_apply(s2, &wl, 64);
-	cr_assert_eq(kv_revision(s1), kv_revision(s2));
-	a = su_snapshot(s1, &la, NULL);
-	b = su_snapshot(s2, &lb, NULL);
-	cr_assert_eq(la, lb);
-	cr_assert_eq(memcmp(a, b, la), 0, "the logical content is byte-identical");
-	cr_assert_gt(kv_revision(s1), 100, "the workload did apply things");
-	kv_close(s1);
-	kv_close(s2);
-	free(a);
-	free(b);
+	for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
+		char *d = su_tmpdir();
+		kv_store_t *s;
+		uint8_t *snap;
+		size_t len;
+
+		cr_assert_eq(kv_open(&s, d, NULL), 0);
+		workload_apply(s, &wl, groups[g]);
+		snap = su_snapshot(s, &len, NULL);
+		if (!first) {
+			first = snap;
+			first_len = len;
+			first_rev = kv_revision(s);
+			cr_assert_gt(first_rev, 150, "the workload did apply things");
+		} else {
+			cr_assert_eq(kv_revision(s), first_rev, "group %zu", groups[g]);
+			cr_assert_eq(len, first_len, "group %zu", groups[g]);
+			cr_assert_eq(memcmp(snap, first, len), 0, "the logical content is byte-identical "
+				     "(group %zu)", groups[g]);
+			free(snap);
+		}
+		kv_close(s);
+		su_rmdir(d);
+		free(d);
+	}
+	free(first);
 	workload_free(&wl);
-	su_rmdir(d1);
-	su_rmdir(d2);
-	free(d1);
-	free(d2);
 }
 
 /* ---- snapshots ------------------------------------------------------------------------- */
