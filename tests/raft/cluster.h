@@ -10,12 +10,11 @@
 #include "tests/raft/memstore.h"
 
 #define TC_MAX 6
-#define TC_QMAX 1024
+#define TC_QMAX 8192
 
 typedef struct tc_msg {
-	raft_msg_t m;
-	raft_entry_t ents[64];
-	uint8_t data[4096];
+	raft_msg_t m;   /* entries and data point into blob */
+	void *blob;
 } tc_msg_t;
 
 typedef struct tc {
@@ -36,6 +35,9 @@ typedef struct tc {
 	int sent_by_type[RAFT_MSG_TYPE_MAX];
 } tc_t;
 
+/* > 0 while the driver is inside a raft_* call (for the allocation-counting test). */
+extern int tc_in_raft;
+
 /* Nodes 1..members are founders (bootstrap entries); members+1..n start empty. */
 void tc_init(tc_t *c, int n, int members, const raft_config_t *cfg);
 void tc_free(tc_t *c);
@@ -46,6 +48,8 @@ void tc_ready_all(tc_t *c);
 /* Deliver queued messages (and their answers) until none is left or `max` were. */
 int tc_deliver(tc_t *c, int max);
 void tc_tick(tc_t *c, int i, int times);
+/* Lose every message in flight. */
+void tc_drop(tc_t *c);
 /* Tick everyone and deliver, `rounds` times. */
 void tc_run(tc_t *c, int rounds);
 /* Make node i leader: campaign (via TIMEOUT_NOW-like immediate election) and settle. */

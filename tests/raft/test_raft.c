@@ -72,7 +72,7 @@ Test(raft_rules, vote_rejected_for_stale_term)
 
 	m.index = 100;
 	m.log_term = t;
-	C.nq = 0;
+	tc_drop(&C);
 	tc_step(&C, 2, &m);
 	const raft_msg_t *o = last_sent(RAFT_MSG_VOTE_RESP, 2);
 
@@ -88,7 +88,7 @@ Test(raft_rules, one_vote_per_term)
 
 	a.index = b.index = 10;
 	a.log_term = b.log_term = 4;
-	C.nq = 0;
+	tc_drop(&C);
 	tc_step(&C, 3, &a);
 	o = last_sent(RAFT_MSG_VOTE_RESP, 3);
 	cr_assert(o && !(o->flags & RAFT_MSGF_REJECT));
@@ -113,7 +113,7 @@ Test(raft_rules, vote_only_for_log_at_least_as_up_to_date)
 	m.flags = RAFT_MSGF_TRANSFER; /* past the lease */
 	m.index = last - 1;
 	m.log_term = t;
-	C.nq = 0;
+	tc_drop(&C);
 	tc_step(&C, 2, &m);
 	o = last_sent(RAFT_MSG_VOTE_RESP, 2);
 	cr_assert(o && (o->flags & RAFT_MSGF_REJECT), "shorter log, same last term: rejected");
@@ -136,7 +136,7 @@ Test(raft_rules, append_rejected_when_prev_does_not_match)
 
 	m.index = last + 5;
 	m.log_term = t;
-	C.nq = 0;
+	tc_drop(&C);
 	tc_step(&C, 2, &m);
 	o = last_sent(RAFT_MSG_APPEND_RESP, 2);
 	cr_assert(o && (o->flags & RAFT_MSGF_REJECT));
@@ -150,7 +150,7 @@ Test(raft_rules, append_rejected_for_stale_term_answers_with_our_term)
 	raft_msg_t m = msg(RAFT_MSG_APPEND, 3, 2, t - 1);
 	const raft_msg_t *o;
 
-	C.nq = 0;
+	tc_drop(&C);
 	tc_step(&C, 2, &m);
 	o = last_sent(RAFT_MSG_APPEND_RESP, 2);
 	cr_assert(o != NULL);
@@ -226,7 +226,7 @@ Test(raft_rules, append_below_commit_changes_nothing)
 	m.log_term = 1;
 	m.entries = &e;
 	m.n_entries = 1;
-	C.nq = 0;
+	tc_drop(&C);
 	cr_assert_eq(tc_step(&C, 2, &m), 0);
 	o = last_sent(RAFT_MSG_APPEND_RESP, 2);
 	cr_assert(o && !(o->flags & RAFT_MSGF_REJECT) && o->index == c,
@@ -244,12 +244,12 @@ Test(raft_rules, leader_commits_old_term_entry_only_through_its_own)
 	tc_elect(&C, 1);
 	cr_assert_eq(raft_propose(&C.r[1], "a", 1), 0);
 	tc_ready(&C, 1);
-	C.nq = 0; /* "a" reaches nobody */
+	tc_drop(&C); /* "a" reaches nobody */
 	uint64_t L = raft_last_index(&C.r[1]), t1 = raft_term(&C.r[1]);
 	raft_msg_t up = msg(RAFT_MSG_APPEND_RESP, 2, 1, t1 + 1);
 
 	tc_step(&C, 1, &up); /* step down to t1+1 */
-	C.nq = 0;
+	tc_drop(&C);
 	raft_msg_t tn = msg(RAFT_MSG_TIMEOUT_NOW, 0, 1, raft_term(&C.r[1]));
 
 	tc_step(&C, 1, &tn);
@@ -376,7 +376,7 @@ Test(raft_replication, batches_are_bounded_by_bytes)
 
 	tc_elect(&C, 1);
 	tc_run(&C, 1);
-	C.nq = 0;
+	tc_drop(&C);
 	memset(buf, 'b', sizeof buf);
 	for (int k = 0; k < 6; k++)
 		cr_assert_eq(raft_propose(&C.r[1], buf, sizeof buf), 0);
@@ -404,7 +404,7 @@ Test(raft_replication, pipelining_stops_at_inflight_window)
 
 	tc_elect(&C, 1);
 	tc_run(&C, 1);
-	C.nq = 0;
+	tc_drop(&C);
 	memset(buf, 'p', sizeof buf);
 	for (int k = 0; k < 10; k++)
 		cr_assert_eq(raft_propose(&C.r[1], buf, sizeof buf), 0);
