@@ -118,6 +118,13 @@ typedef struct kv_rtxn {
 	kv_store_t *s;
 	MDB_txn *txn;            /* kept reset between uses */
 	bool active;
+	/* The last bucket kv_get resolved, kept across begin/end so that a GET is one B-tree
+	 * search. Safe because bucket ids are never reused and deleting a bucket deletes its
+	 * keys: a record found under the cached id proves the bucket still exists; a miss
+	 * re-checks the bucket directory. Internal: leave alone. */
+	uint32_t bid;
+	uint8_t blen;
+	uint8_t bname[PROTO_MAX_BUCKET];
 } kv_rtxn_t;
 
 int  kv_read_begin(kv_store_t *s, kv_rtxn_t *t);

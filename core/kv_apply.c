@@ -264,10 +264,10 @@ static int key_check(apply_t *a, const proto_op_t *op, kv__bcache_t **bc)
 	return 0;
 }
 
-static int key_write(apply_t *a, const proto_op_t *op, uint64_t *rev_out)
+/* bc: the op's bucket when key_check already passed (plain batches), else NULL. */
+static int key_write(apply_t *a, const proto_op_t *op, kv__bcache_t *bc, uint64_t *rev_out)
 {
 	kv_store_t *s = a->s;
-	kv__bcache_t *bc;
 	kv__bucket_t *b;
 	uint8_t kb[KV__KEYS_KEY_MAX], hk[KV__HIST_KEY_MAX];
 	MDB_val k = {4, kb}, old, d;
@@ -282,7 +282,7 @@ static int key_write(apply_t *a, const proto_op_t *op, uint64_t *rev_out)
 	uint8_t *p;
 	int rc;
 
-	if ((rc = key_check(a, op, &bc)))
+	if (!bc && (rc = key_check(a, op, &bc)))
 		return rc;
 	b = &bc->b;
 	kv__be32(kb, b->id);
@@ -563,27 +563,13 @@ static int op_apply(apply_t *a, const proto_op_t *op, uint64_t *rev)
 		return bucket_del(a, op, rev);
 	case PROTO_OP_PUT: case PROTO_OP_CREATE: case PROTO_OP_UPDATE:
 	case PROTO_OP_DELETE: case PROTO_OP_PURGE:
-		return key_write(a, op, rev);
+		return key_write(a, op, NULL, rev);
 	default:
 		return KV_EBADCONFIG; /* unreachable: entries were checked by decode_all */
 	}
 }
 
 /* ---- batches -------------------------------------------------------------------------- */
-
-/* A batch of plain PUTs of short keys cannot fail a rule once each op passed key_check. */
-static bool batch_is_plain(const proto_op_t *batch)
-{
-	proto_batch_iter_t it;
-	proto_op_t op;
-	int rc;
-
-	proto_batch_iter_init(&it, batch);
-	while ((rc = proto_batch_next(&it, &op)) == 1)
-		if (op.op != PROTO_OP_PUT || op.key.len > KV__KEY_DIRECT)
-			return false;
-	return rc == 0;
-}
 
 static int batch_apply(apply_t *a, const proto_op_t *batch, kv_result_t *res)
 {
@@ -592,20 +578,50 @@ static int batch_apply(apply_t *a, const proto_op_t *batch, kv_result_t *res)
 	proto_batch_iter_t it;
 	proto_op_t op;
 	uint64_t rev, saved_rev = s->wrev;
-	unsigned saved_n = s->nbcache;
-	uint32_t i = 0;
-	int rc;
+	unsigned saved_n;
+	uint32_t i = 0, bad_at = 0;
+	int rc, bad_rc = 0;
+	bool plain = true;
 
-	if (batch_is_plain(batch)) {
+	/*
+	 * Pass 1 decodes every op (an undecodable batch fails the whole call, so nothing of it
+	 * may be applied first) and checks the ops while the batch looks plain: PUTs of short
+	 * keys, which cannot fail a rule once key_check passed. Such a batch is then written
+	 * without a nested txn (pass 2); the bucket cache is not touched by key_check except
+	 * for loads, so a refused plain batch leaves nothing behind.
+	 */
+	proto_batch_iter_init(&it, batch);
+	for (i = 0; (rc = proto_batch_next(&it, &op)) == 1; i++) {
 		kv__bcache_t *bc;
-		proto_batch_iter_init(&it, batch);
-		for (i = 0; proto_batch_next(&it, &op) == 1; i++) {
-			if ((rc = key_check(a, &op, &bc)))
-				goto failed;
+		if (!plain || bad_rc)
+			continue;
+		if (op.op != PROTO_OP_PUT || op.key.len > KV__KEY_DIRECT) {
+			plain = false;
+			continue;
 		}
+		if ((rc = key_check(a, &op, &bc))) {
+			if (!rule_err(rc))
+				return rc;
+			bad_rc = rc;
+			bad_at = i;
+		}
+	}
+	if (rc != 0)
+		return KV_ECORRUPT;
+	if (plain && bad_rc) {
+		i = bad_at;
+		rc = bad_rc;
+		goto failed;
+	}
+	if (plain) {
+		kv__bcache_t *bc = NULL;
 		proto_batch_iter_init(&it, batch);
 		for (i = 0; proto_batch_next(&it, &op) == 1; i++) {
-			if ((rc = key_write(a, &op, &rev)))
+			/* Consecutive ops mostly share a bucket: skip the cache scan then. */
+			if (!bc || bc->nlen != op.bucket.len || memcmp(bc->name, op.bucket.p, bc->nlen))
+				if ((rc = bc_find(a, &op.bucket, &bc)))
+					return rule_err(rc) ? KV_EINTERNAL : rc;
+			if ((rc = key_write(a, &op, bc, &rev)))
 				return rule_err(rc) ? KV_EINTERNAL : rc; /* checked: cannot happen */
 			if (i == 0)
 				res->rev = rev;
@@ -614,6 +630,7 @@ static int batch_apply(apply_t *a, const proto_op_t *batch, kv_result_t *res)
 		return 0;
 	}
 
+	saved_n = s->nbcache;
 	memcpy(s->bcache_save, s->bcache, saved_n * sizeof s->bcache[0]);
 	if ((rc = mdb_txn_begin(s->env, parent, 0, &child)))
 		return kv__err(rc);
@@ -693,21 +710,13 @@ static int decode_all(kv_store_t *s, const kv_entry_in_t *ents, size_t n)
 
 	for (size_t i = 0; i < n; i++) {
 		proto_entry_t e;
-		proto_batch_iter_t it;
-		proto_op_t op;
-		int rc;
 
 		if (ents[i].index <= prev)
 			return -EINVAL;
 		prev = ents[i].index;
+		/* A batch's inner ops are decoded by batch_apply's first pass, which fails the
+		 * whole call (KV_ECORRUPT, txn aborted) before anything of it is written. */
 		if (proto_entry_decode(ents[i].data, ents[i].len, &e) != 0)
-			return KV_ECORRUPT;
-		if (e.op.op != PROTO_OP_BATCH)
-			continue;
-		proto_batch_iter_init(&it, &e.op);
-		while ((rc = proto_batch_next(&it, &op)) == 1)
-			;
-		if (rc != 0)
 			return KV_ECORRUPT;
 	}
 	return 0;

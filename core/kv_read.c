@@ -158,9 +158,11 @@ int kv_read_begin(kv_store_t *s, kv_rtxn_t *t)
 
 	if (t->active)
 		return -EINVAL;
-	if (t->txn && t->s != s) {
-		mdb_txn_abort(t->txn);
+	if (t->s != s) {
+		if (t->txn)
+			mdb_txn_abort(t->txn);
 		t->txn = NULL;
+		t->blen = 0;
 	}
 	t->s = s;
 	rc = kv__rtxn_begin(s, &t->txn);
@@ -251,9 +253,23 @@ int kv_get_rec(kv_rtxn_t *t, const void *bucket, size_t blen, const void *key, s
 		return KV_EBADBUCKET;
 	if (!proto_key_valid(key, klen))
 		return KV_EBADKEY;
-	if ((rc = kv__bucket_get(t->txn, t->s, bucket, blen, &b)))
+	/* Hot path: the bucket this txn resolved last (see kv_rtxn_t), one search. */
+	if (t->blen == blen && memcmp(t->bname, bucket, blen) == 0) {
+		b.id = t->bid;
+		rc = kv__latest(t->txn, t->s, b.id, key, klen, &raw, &r);
+		if (rc != KV_ENOTFOUND)
+			goto found;
+	}
+	if ((rc = kv__bucket_get(t->txn, t->s, bucket, blen, &b))) {
+		t->blen = 0;
 		return rc;
-	if ((rc = kv__latest(t->txn, t->s, b.id, key, klen, &raw, &r)))
+	}
+	t->bid = b.id;
+	t->blen = (uint8_t)blen;
+	memcpy(t->bname, bucket, blen);
+	rc = kv__latest(t->txn, t->s, b.id, key, klen, &raw, &r);
+found:
+	if (rc)
 		return rc;
 	if (rev && r.rev > rev && (rc = hist_at(t->txn, t->s, b.id, key, klen, rev, &r)))
 		return rc;

@@ -812,3 +812,32 @@ Test(kv_store, stats_count_buckets_and_live_keys)
 	cr_assert_eq(st.revision, 4);
 	cr_assert(st.map_used > 0 && st.map_used <= st.map_size);
 }
+
+Test(kv_store, reused_read_txn_follows_a_bucket_deleted_and_recreated)
+{
+	proto_op_t del = {.op = PROTO_OP_BUCKET_DEL, .bucket = su_b("b")};
+	kv_result_t res;
+	kv_rtxn_t t = {0};
+	proto_rec_t rec;
+
+	cr_assert_eq(su_put(s, "b", "k", "old", NULL), 0);
+	cr_assert_eq(kv_read_begin(s, &t), 0);
+	cr_assert_eq(kv_get(&t, "b", 1, "k", 1, 0, &rec), 0);
+	kv_read_end(&t);
+	cr_assert_eq(su_apply(s, 1, &del, &res), 0);
+	cr_assert_eq(res.status, 0);
+	cr_assert_eq(kv_read_begin(s, &t), 0);
+	cr_assert_eq(kv_get(&t, "b", 1, "k", 1, 0, &rec), KV_ENOBUCKET);
+	kv_read_end(&t);
+	cr_assert_eq(su_bucket_add(s, "b", 0, 0), 0);
+	cr_assert_eq(su_put(s, "b", "k", "new", NULL), 0);
+	cr_assert_eq(kv_read_begin(s, &t), 0);
+	cr_assert_eq(kv_get(&t, "b", 1, "k", 1, 0, &rec), 0);
+	cr_assert_eq(memcmp(rec.value.p, "new", 3), 0);
+	kv_read_end(&t);
+	cr_assert_eq(su_apply(s, 1, &del, &res), 0);
+	cr_assert_eq(su_bucket_add(s, "b", 0, 0), 0);
+	cr_assert_eq(kv_read_begin(s, &t), 0);
+	cr_assert_eq(kv_get(&t, "b", 1, "k", 1, 0, &rec), KV_ENOTFOUND);
+	kv_read_close(&t);
+}
