@@ -790,6 +790,8 @@ static void tick_all(sim_t *s)
 				loss_samples = realloc(loss_samples, cap_loss * sizeof *loss_samples);
 			}
 			loss_samples[n_loss++] = s->now - s->loss_start;
+			trace(s, "new leader %u term %" PRIu64 " after %" PRIu64 " ticks", ld->id,
+			      raft_term(&ld->r), s->now - s->loss_start);
 			s->loss_active = false;
 		} else if (s->now - s->loss_start > LOSS_TIMEOUT) {
 			fail(s, "no new leader %d ticks after the leader was lost (majority healthy)",
@@ -943,7 +945,7 @@ static int cmp_u64(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-	uint64_t seeds = 2000, first = 1, ticks = 2000, max_seeds = 0, batch = 100;
+	uint64_t seeds = 2000, first = 1, ticks = 4000, max_seeds = 0, batch = 100;
 	bool one = false;
 	const char *env = getenv("SIM_SEEDS");
 	struct timespec t0, t1;
