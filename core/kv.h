@@ -11,7 +11,15 @@
  * What it is not: the log, consensus, or networking (core/primary, raft/, proto/).
  *
  * Threads: one writer (the thread calling kv_apply / kv_expired / kv_sync). Read transactions
- * may run on any thread; a kv_rtxn_t belongs to one thread at a time.
+ * may run on any thread; a kv_rtxn_t belongs to one thread at a time, but may move between
+ * threads (the environment uses MDB_NOTLS: a read txn is tied to its kv_rtxn_t, not to a
+ * thread, so one thread may also hold several).
+ *
+ * Map growth: when the map must grow, kv_apply waits until no read transaction of this
+ * process is active (LMDB can only remap then). Never call kv_apply while the same thread
+ * holds an active kv_rtxn_t, and keep read transactions short: a snapshot stream holds one
+ * for its whole length (the store grows early, at 3/4 full, to make that wait rare).
+ * Readers in other processes adopt a grown map by themselves (kv_read_begin).
  *
  * Ownership: kv_store_t is opened and freed here. Every pointer a read returns (values, keys,
  * names) points into the LMDB memory map and is valid only until that read transaction ends
@@ -81,6 +89,16 @@ typedef struct kv_result {
  * res[i] says what happened; an op that breaks a rule (CAS mismatch, bad key, too big, no
  * bucket, ...) is not applied but its index is consumed, exactly the same on every node.
  * A BATCH op is all-or-nothing. Each applied op takes the next revision.
+ *
+ * Rules, where kv.h's callers might wonder:
+ *   - an absent key's revision is 0: UPDATE with rev 0 creates it (NATS semantics);
+ *   - DELETE of an absent or already deleted key, and PURGE of an absent key or of a purge
+ *     marker, are KV_ENOTFOUND (no revision taken);
+ *   - BUCKET_ADD of an existing bucket with the same config succeeds without taking a
+ *     revision (res.rev = the bucket's created_rev); with another config KV_EBUCKETEXISTS;
+ *     history 0 means 1, max_value 0 means 1 MiB, content type must be printable ASCII;
+ *   - a record's create_rev is 0 for tombstones; a key written after a delete starts anew.
+ * Entry indexes must increase and exceed kv_applied_index(), else -EINVAL, nothing applied.
  *
  * Returns 0 when all entries were processed and the transaction committed (so
  * kv_applied_index() == ents[n-1].index). Returns KV_ECORRUPT (nothing applied) if an
@@ -153,6 +171,7 @@ int kv_bucket_info(kv_rtxn_t *t, const void *bucket, size_t blen, proto_bucket_i
 /*
  * Iterators call cb for each item in order until cb returns non-zero (stop) or `limit` items
  * (0 = no limit). *more is set when items remained. They return 0 or an error.
+ * A cb that returns non-zero did not take that item: iteration stops with *more = true.
  *   kv_keys:    live keys of a bucket with the given prefix, sorted, starting after `after`.
  *   kv_history: retained records of one key, oldest first, with rev > after_rev.
  *   kv_buckets: buckets sorted by name, after `after`.
@@ -185,11 +204,15 @@ int kv_read_op(kv_rtxn_t *t, const proto_op_t *op, proto_wbuf_t *w);
  *
  * kv_snapshot_write: calls `write` with successive byte ranges (any sizes); returns 0 or the
  *   first non-zero value `write` returned, or an error. Runs beside kv_apply (own read txn).
+ *   Two stores with equal content give byte-identical snapshots (the format is a logical
+ *   dump in key order, not a page copy): kv_snapshot.c documents it.
  * kv_snapshot_install: builds a fresh store in `dir` (must not exist or be empty) from bytes
  *   pulled with `read` (which returns bytes read, 0 at end, or <0 error). Verifies every
  *   chunk's checksum and the trailer; on any mismatch returns KV_ECORRUPT and leaves no
  *   usable store in `dir`. A store installed from a snapshot of S equals S in content,
- *   revision and applied index.
+ *   revision and applied index. `read`'s own negative errors are returned as they are;
+ *   a `dir` that exists and is not empty is -ENOTEMPTY. Reading stops after the trailer,
+ *   so the stream may continue (a socket).
  */
 typedef int (*kv_snap_write_fn)(void *ctx, const void *p, size_t len);
 typedef long (*kv_snap_read_fn)(void *ctx, void *p, size_t cap);
