@@ -1,0 +1,681 @@
+/*
+ * geokv: the command-line client, in the style of `nats kv`.
+ *
+ *   geokv [-s host:port,...] [--timeout DUR] COMMAND [ARGS] [OPTIONS]
+ *
+ * Output is for scripts first: values and revisions go to stdout bare, everything human
+ * (errors, progress) goes to stderr, and the exit code says what happened (cli.h, and
+ * docs/cli.md). One blocking client (proto/client.h) per run.
+ */
+#include "proto/cli.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define OPT_TIMEOUT 1000
+#define OPT_HISTORY 1001
+#define OPT_MAXVAL  1002
+#define OPT_TTL     1003
+#define OPT_CTYPE   1004
+#define OPT_REV     1005
+#define OPT_RAW     1006
+#define OPT_BATCH   1007
+#define OPT_WINDOW  1008
+#define OPT_SKIPBAD 1009
+
+typedef struct cmd {
+	const char *name;         /* "put", "bucket add" */
+	const char *args;         /* positional synopsis */
+	const char *summary;
+	const char *help;         /* command options and details */
+	int (*fn)(cli_ctx_t *cx, const struct cmd *c, int argc, char **argv);
+	int min_args, max_args;
+} cmd_t;
+
+
+static const char *exit_help =
+	"Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 conflict (exists / wrong\n"
+	"revision), 5 connection (no server, lost, timed out), 6 invalid input.\n";
+
+static void cmd_help(const cmd_t *c, FILE *f)
+{
+	fprintf(f, "Usage: geokv %s %s\n\n%s\n", c->name, c->args, c->summary);
+	fprintf(f, "\nOptions:\n%s%s\n%s", c->help ? c->help : "", cli_common_help, exit_help);
+}
+
+/*
+ * Parse the options of one command (argv[0] is the command's last word). Options may come
+ * before or after positionals; "--" ends them. On success *pos and *npos are the positionals.
+ * Returns -1 to continue, or an exit code (help printed, or a usage error).
+ */
+static int parse(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv, opts_t *o, char ***pos,
+		 int *npos)
+{
+	static const struct option lo[] = {
+		{"server", required_argument, NULL, 's'},
+		{"timeout", required_argument, NULL, OPT_TIMEOUT},
+		{"help", no_argument, NULL, 'h'},
+		{"history", required_argument, NULL, OPT_HISTORY},
+		{"max-value", required_argument, NULL, OPT_MAXVAL},
+		{"ttl", required_argument, NULL, OPT_TTL},
+		{"content-type", required_argument, NULL, OPT_CTYPE},
+		{"revision", required_argument, NULL, OPT_REV},
+		{"raw", no_argument, NULL, OPT_RAW},
+		{"force", no_argument, NULL, 'f'},
+		{"batch", required_argument, NULL, OPT_BATCH},
+		{"window", required_argument, NULL, OPT_WINDOW},
+		{"skip-bad", no_argument, NULL, OPT_SKIPBAD},
+		{"quiet", no_argument, NULL, 'q'},
+		{NULL, 0, NULL, 0},
+	};
+	/* which long options each command takes (others are usage errors) */
+	const char *allowed = "";
+	int ch;
+
+	if (strcmp(c->name, "bucket add") == 0)
+		allowed = "history max-value ttl content-type";
+	else if (strcmp(c->name, "get") == 0)
+		allowed = "revision raw";
+	else if (strcmp(c->name, "bucket rm") == 0)
+		allowed = "force";
+	else if (strcmp(c->name, "load") == 0)
+		allowed = "batch window skip-bad quiet";
+
+	memset(o, 0, sizeof *o);
+	optind = 0; /* glibc: full re-initialisation for a new argv */
+	opterr = 0;
+	/* no "+": GNU getopt permutes, so options may follow positionals ("--" ends them) */
+	while ((ch = getopt_long(argc, argv, "s:hfq", lo, NULL)) != -1) {
+		const char *lname = NULL;
+		for (const struct option *p = lo; p->name; p++)
+			if (p->val == ch)
+				lname = p->name;
+		if (ch != 's' && ch != 'h' && ch != OPT_TIMEOUT && ch != '?' && ch != ':' &&
+		    !(lname && strstr(allowed, lname)))
+			return cli_usage_error(c->name, "unknown option '%s' for '%s'",
+					       argv[optind - 1], c->name);
+		switch (ch) {
+		case 's':
+			cx->servers = optarg;
+			break;
+		case OPT_TIMEOUT:
+			if (cli_parse_duration_ms(optarg, &cx->timeout_ms) || cx->timeout_ms == 0)
+				return cli_usage_error(c->name, "bad --timeout '%s'", optarg);
+			break;
+		case 'h':
+			cmd_help(c, stdout);
+			return CLI_OK;
+		case OPT_HISTORY:
+			if (cli_parse_u64(optarg, &o->history) || o->history < 1 ||
+			    o->history > PROTO_MAX_HISTORY)
+				return cli_usage_error(c->name, "--history must be 1..%d", PROTO_MAX_HISTORY);
+			break;
+		case OPT_MAXVAL:
+			if (cli_parse_size(optarg, &o->max_value) || o->max_value == 0 ||
+			    o->max_value > PROTO_MAX_VALUE)
+				return cli_usage_error(c->name, "bad --max-value '%s'", optarg);
+			break;
+		case OPT_TTL:
+			if (cli_parse_duration_ms(optarg, &o->ttl_ms))
+				return cli_usage_error(c->name, "bad --ttl '%s' (e.g. 30s, 24h, 7d)", optarg);
+			break;
+		case OPT_CTYPE:
+			if (strlen(optarg) > PROTO_MAX_CTYPE)
+				return cli_usage_error(c->name, "--content-type longer than %d bytes",
+						       PROTO_MAX_CTYPE);
+			o->ctype = optarg;
+			break;
+		case OPT_REV:
+			if (cli_parse_u64(optarg, &o->rev) || o->rev == 0)
+				return cli_usage_error(c->name, "bad --revision '%s'", optarg);
+			o->has_rev = true;
+			break;
+		case OPT_RAW:
+			o->raw = true;
+			break;
+		case 'f':
+			o->force = true;
+			break;
+		case OPT_BATCH:
+			if (cli_parse_u64(optarg, &o->batch) || o->batch < 1 || o->batch > PROTO_MAX_BATCH)
+				return cli_usage_error(c->name, "--batch must be 1..%d", PROTO_MAX_BATCH);
+			break;
+		case OPT_WINDOW:
+			if (cli_parse_u64(optarg, &o->window) || o->window < 1 || o->window > 256)
+				return cli_usage_error(c->name, "--window must be 1..256");
+			break;
+		case OPT_SKIPBAD:
+			o->skip_bad = true;
+			break;
+		case 'q':
+			o->quiet = true;
+			break;
+		case ':':
+			return cli_usage_error(c->name, "option '%s' needs a value", argv[optind - 1]);
+		default:
+			return cli_usage_error(c->name, "unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	*pos = argv + optind;
+	*npos = argc - optind;
+	if (*npos < c->min_args || *npos > c->max_args)
+		return cli_usage_error(c->name, "'%s' takes %s", c->name, c->args);
+	return -1;
+}
+
+/* ---- values ------------------------------------------------------------------------- */
+
+/* Read stdin whole (values up to PROTO_MAX_VALUE). */
+static int read_stdin(char **out, size_t *len)
+{
+	size_t cap = 65536, n = 0;
+	char *p = malloc(cap);
+
+	if (!p)
+		return -1;
+	for (;;) {
+		if (n == cap) {
+			if (cap > PROTO_MAX_VALUE) {
+				free(p);
+				return KV_ETOOBIG;
+			}
+			char *q = realloc(p, cap * 2);
+			if (!q) {
+				free(p);
+				return -1;
+			}
+			p = q;
+			cap *= 2;
+		}
+		size_t r = fread(p + n, 1, cap - n, stdin);
+		n += r;
+		if (r == 0)
+			break;
+	}
+	*out = p;
+	*len = n;
+	return 0;
+}
+
+/* ---- key commands --------------------------------------------------------------------- */
+
+/* What an error is about: the bucket for bucket errors, else the key. */
+static const char *about(int err, const char *bucket, const char *key)
+{
+	return err == KV_EBADBUCKET || err == KV_ENOBUCKET ? bucket : key;
+}
+
+static int cmd_put(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
+{
+	opts_t o;
+	char **a, *buf = NULL;
+	int n, rc;
+	const char *val;
+	size_t vlen;
+	uint64_t rev;
+	kvc_t *k;
+
+	if ((rc = parse(cx, c, argc, argv, &o, &a, &n)) >= 0)
+		return rc;
+	if (n == 2 || strcmp(a[2], "-") == 0) {
+		if ((rc = read_stdin(&buf, &vlen)) != 0)
+			return cli_fail(cx, rc ? rc : -12, "reading stdin");
+		val = buf;
+	} else {
+		val = a[2];
+		vlen = strlen(val);
+	}
+	if (!(k = cli_client(cx))) {
+		free(buf);
+		return cx->open_exit;
+	}
+	if (strcmp(c->name, "create") == 0)
+		rc = kvc_create(k, a[0], a[1], val, vlen, &rev);
+	else
+		rc = kvc_put(k, a[0], a[1], val, vlen, &rev);
+	free(buf);
+	if (rc)
+		return cli_fail(cx, rc, about(rc, a[0], a[1]));
+	printf("%llu\n", (unsigned long long)rev);
+	return CLI_OK;
+}
+
+static int cmd_update(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
+{
+	opts_t o;
+	char **a;
+	int n, rc;
+	uint64_t exp, rev;
+	kvc_t *k;
+
+	if ((rc = parse(cx, c, argc, argv, &o, &a, &n)) >= 0)
+		return rc;
+	if (cli_parse_u64(a[3], &exp) || exp == 0)
+		return cli_usage_error(c->name, "REV must be a revision number, got '%s'", a[3]);
+	if (!(k = cli_client(cx)))
+		return cx->open_exit;
+	if ((rc = kvc_update(k, a[0], a[1], a[2], strlen(a[2]), exp, &rev)) != 0)
+		return cli_fail(cx, rc, about(rc, a[0], a[1]));
+	printf("%llu\n", (unsigned long long)rev);
+	return CLI_OK;
+}
+
+static int cmd_del(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
+{
+	opts_t o;
+	char **a;
+	int n, rc;
+	uint64_t rev;
+	kvc_t *k;
+
+	if ((rc = parse(cx, c, argc, argv, &o, &a, &n)) >= 0)
+		return rc;
+	if (!(k = cli_client(cx)))
+		return cx->open_exit;
+	if (strcmp(c->name, "purge") == 0)
+		rc = kvc_purge(k, a[0], a[1], 0, &rev);
+	else
+		rc = kvc_delete(k, a[0], a[1], 0, &rev);
+	if (rc)
+		return cli_fail(cx, rc, about(rc, a[0], a[1]));
+	printf("%llu\n", (unsigned long long)rev);
+	return CLI_OK;
+}
+
+static int cmd_get(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
+{
+	opts_t o;
+	char **a;
+	int n, rc;
+	proto_rec_t r;
+	kvc_t *k;
+	char t[40];
+
+	if ((rc = parse(cx, c, argc, argv, &o, &a, &n)) >= 0)
+		return rc;
+	if (!(k = cli_client(cx)))
+		return cx->open_exit;
+	if ((rc = kvc_get(k, a[0], a[1], o.has_rev ? o.rev : 0, &r)) != 0)
+		return cli_fail(cx, rc, about(rc, a[0], a[1]));
+	if (o.raw) {
+		fwrite(r.value.p, 1, r.value.len, stdout);
+		return CLI_OK;
+	}
+	printf("%s > %.*s revision: %llu created: %s\n\n", a[0], (int)r.key.len,
+	       (const char *)r.key.p, (unsigned long long)r.rev, cli_fmt_time(r.time_ms, t, sizeof t));
+	fwrite(r.value.p, 1, r.value.len, stdout);
+	putchar('\n');
+	return CLI_OK;
+}
+
+static int print_key(void *ctx, const proto_bytes_t *key)
+{
+	(void)ctx;
+	fwrite(key->p, 1, key->len, stdout);
+	putchar('\n');
+	return 0;
+}
+
+static int cmd_keys(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
+{
+	opts_t o;
+	char **a;
+	int n, rc;
+	kvc_t *k;
+
+	if ((rc = parse(cx, c, argc, argv, &o, &a, &n)) >= 0)
+		return rc;
+	if (!(k = cli_client(cx)))
+		return cx->open_exit;
+	if ((rc = kvc_keys(k, a[0], n > 1 ? a[1] : "", print_key, NULL)) != 0)
+		return cli_fail(cx, rc, a[0]);
+	return CLI_OK;
+}
+
+static const char *kind_name(uint8_t kind)
+{
+	return kind == PROTO_REC_PUT ? "PUT" : kind == PROTO_REC_DEL ? "DEL" : "PURGE";
+}
+
+static int print_rec(void *ctx, const proto_rec_t *r)
+{
+	char t[40];
+	bool *first = ctx;
+
+	if (*first) {
+		printf("%-10s %-6s %-25s %10s  %s\n", "REVISION", "OP", "CREATED", "LENGTH", "VALUE");
+		*first = false;
+	}
+	/* show a printable preview only: history is for humans, `get --revision` for bytes */
+	int shown = r->value.len > 40 ? 40 : (int)r->value.len;
+	bool printable = true;
+	for (int i = 0; i < shown; i++)
+		if (r->value.p[i] < 0x20 || r->value.p[i] > 0x7e)
+			printable = false;
+	printf("%-10llu %-6s %-25s %10u  ", (unsigned long long)r->rev, kind_name(r->kind),
+	       cli_fmt_time(r->time_ms, t, sizeof t), r->value.len);
+	if (r->kind != PROTO_REC_PUT)
+		printf("\n");
+	else if (printable)
+		printf("%.*s%s\n", shown, (const char *)r->value.p, r->value.len > 40 ? "..." : "");
+	else
+		printf("(binary)\n");
+	return 0;
+}
+
+static int cmd_history(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
+{
+	opts_t o;
+	char **a;
+	int n, rc;
+	kvc_t *k;
+	bool first = true;
+
+	if ((rc = parse(cx, c, argc, argv, &o, &a, &n)) >= 0)
+		return rc;
+	if (!(k = cli_client(cx)))
+		return cx->open_exit;
+	if ((rc = kvc_history(k, a[0], a[1], print_rec, &first)) != 0)
+		return cli_fail(cx, rc, about(rc, a[0], a[1]));
+	if (first)
+		return cli_fail(cx, KV_ENOTFOUND, a[1]);
+	return CLI_OK;
+}
+
+/* ---- buckets --------------------------------------------------------------------------- */
+
+static int cmd_bucket_add(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
+{
+	opts_t o;
+	char **a;
+	int n, rc;
+	kvc_t *k;
+	proto_bucket_cfg_t cfg;
+	uint64_t rev;
+
+	if ((rc = parse(cx, c, argc, argv, &o, &a, &n)) >= 0)
+		return rc;
+	memset(&cfg, 0, sizeof cfg);
+	cfg.history = o.history ? (uint32_t)o.history : 1;
+	cfg.max_value = (uint32_t)o.max_value;
+	cfg.max_age_ms = o.ttl_ms;
+	if (o.ctype)
+		cfg.content_type = (proto_bytes_t){(const uint8_t *)o.ctype, (uint32_t)strlen(o.ctype)};
+	if (!(k = cli_client(cx)))
+		return cx->open_exit;
+	if ((rc = kvc_bucket_add(k, a[0], &cfg, &rev)) != 0)
+		return cli_fail(cx, rc, a[0]);
+	printf("%llu\n", (unsigned long long)rev);
+	return CLI_OK;
+}
+
+static int print_bucket_row(void *ctx, const proto_bucket_info_t *b)
+{
+	char ttl[32];
+	bool *first = ctx;
+
+	if (*first) {
+		printf("%-24s %12s %14s %8s %10s\n", "BUCKET", "KEYS", "BYTES", "HISTORY", "TTL");
+		*first = false;
+	}
+	printf("%-24.*s %12llu %14llu %8u %10s\n", (int)b->name.len, (const char *)b->name.p,
+	       (unsigned long long)b->keys, (unsigned long long)b->bytes, b->cfg.history,
+	       cli_fmt_duration(b->cfg.max_age_ms, ttl, sizeof ttl));
+	return 0;
+}
+
+static int cmd_bucket_ls(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
+{
+	opts_t o;
+	char **a;
+	int n, rc;
+	kvc_t *k;
+	bool first = true;
+
+	if ((rc = parse(cx, c, argc, argv, &o, &a, &n)) >= 0)
+		return rc;
+	if (!(k = cli_client(cx)))
+		return cx->open_exit;
+	if ((rc = kvc_bucket_list(k, print_bucket_row, &first)) != 0)
+		return cli_fail(cx, rc, NULL);
+	return CLI_OK;
+}
+
+static int cmd_bucket_info(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
+{
+	opts_t o;
+	char **a;
+	int n, rc;
+	kvc_t *k;
+	proto_bucket_info_t b;
+	char ttl[32];
+
+	if ((rc = parse(cx, c, argc, argv, &o, &a, &n)) >= 0)
+		return rc;
+	if (!(k = cli_client(cx)))
+		return cx->open_exit;
+	if ((rc = kvc_bucket_info(k, a[0], &b)) != 0)
+		return cli_fail(cx, rc, a[0]);
+	printf("bucket:        %.*s\n", (int)b.name.len, (const char *)b.name.p);
+	printf("history:       %u\n", b.cfg.history);
+	printf("max value:     %u\n", b.cfg.max_value ? b.cfg.max_value : PROTO_DEFAULT_MAX_VALUE);
+	printf("ttl:           %s\n", cli_fmt_duration(b.cfg.max_age_ms, ttl, sizeof ttl));
+	printf("content type:  %.*s\n", (int)b.cfg.content_type.len,
+	       b.cfg.content_type.len ? (const char *)b.cfg.content_type.p : "");
+	printf("keys:          %llu\n", (unsigned long long)b.keys);
+	printf("bytes:         %llu\n", (unsigned long long)b.bytes);
+	printf("created rev:   %llu\n", (unsigned long long)b.created_rev);
+	return CLI_OK;
+}
+
+static int cmd_bucket_rm(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
+{
+	opts_t o;
+	char **a;
+	int n, rc;
+	kvc_t *k;
+	uint64_t rev;
+
+	if ((rc = parse(cx, c, argc, argv, &o, &a, &n)) >= 0)
+		return rc;
+	if (!o.force) {
+		char line[16];
+		/* never wait on a pipe or /dev/null: scripts must say -f */
+		if (!isatty(STDIN_FILENO))
+			return cli_usage_error(c->name, "refusing to delete bucket '%s' without -f "
+					       "(stdin is not a terminal)", a[0]);
+		fprintf(stderr, "Delete bucket '%s' and all its keys? [y/N] ", a[0]);
+		if (!fgets(line, sizeof line, stdin) || (line[0] != 'y' && line[0] != 'Y')) {
+			fprintf(stderr, "geokv: not deleted\n");
+			return CLI_ERR;
+		}
+	}
+	if (!(k = cli_client(cx)))
+		return cx->open_exit;
+	if ((rc = kvc_bucket_del(k, a[0], &rev)) != 0)
+		return cli_fail(cx, rc, a[0]);
+	printf("%llu\n", (unsigned long long)rev);
+	return CLI_OK;
+}
+
+static int cmd_status(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
+{
+	opts_t o;
+	char **a;
+	int n, rc;
+	kvc_t *k;
+	proto_status_t s;
+	static const char *roles[] = {"?", "client", "primary", "leaf", "gateway"};
+
+	if ((rc = parse(cx, c, argc, argv, &o, &a, &n)) >= 0)
+		return rc;
+	if (!(k = cli_client(cx)))
+		return cx->open_exit;
+	if ((rc = kvc_status(k, &s)) != 0)
+		return cli_fail(cx, rc, NULL);
+	printf("node:          %llu\n", (unsigned long long)s.node_id);
+	printf("role:          %s%s\n", roles[s.role < 5 ? s.role : 0], s.is_leader ? " (leader)" : "");
+	printf("leader:        %.*s\n", (int)s.leader.len, s.leader.len ? (const char *)s.leader.p : "");
+	printf("term:          %llu\n", (unsigned long long)s.term);
+	printf("revision:      %llu\n", (unsigned long long)s.revision);
+	printf("commit index:  %llu\n", (unsigned long long)s.commit);
+	printf("applied index: %llu\n", (unsigned long long)s.applied);
+	printf("log:           %llu..%llu\n", (unsigned long long)s.first_index,
+	       (unsigned long long)s.last_index);
+	printf("version:       %.*s\n", (int)s.version.len, s.version.len ? (const char *)s.version.p : "");
+	return CLI_OK;
+}
+
+static int cmd_load(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
+{
+	opts_t o;
+	char **a;
+	int n, rc;
+
+	if ((rc = parse(cx, c, argc, argv, &o, &a, &n)) >= 0)
+		return rc;
+	return cli_cmd_load(cx, a[0], a[1], &o);
+}
+
+/* ---- table and main ------------------------------------------------------------------ */
+
+static const cmd_t cmds[] = {
+	{"bucket add", "NAME [options]", "Create a bucket (idempotent with the same config).",
+	 "      --history N          revisions kept per key, 1..64 (default 1)\n"
+	 "      --max-value BYTES    largest value, e.g. 4096, 64K, 1MiB (default 1MiB)\n"
+	 "      --ttl DURATION       delete keys not written for this long, e.g. 24h (default none)\n"
+	 "      --content-type T     served by the HTTPS gateway (default application/octet-stream)\n",
+	 cmd_bucket_add, 1, 1},
+	{"bucket ls", "", "List buckets.", NULL, cmd_bucket_ls, 0, 0},
+	{"bucket info", "NAME", "Show a bucket's configuration and size.", NULL, cmd_bucket_info, 1, 1},
+	{"bucket rm", "NAME [-f]", "Delete a bucket and all its keys.",
+	 "  -f, --force          do not ask (required when stdin is not a terminal)\n",
+	 cmd_bucket_rm, 1, 1},
+	{"put", "BUCKET KEY [VALUE|-]", "Set KEY to VALUE (stdin when VALUE is '-' or absent).\n"
+	 "Prints the new revision.", NULL, cmd_put, 2, 3},
+	{"create", "BUCKET KEY [VALUE|-]", "Set KEY only if it has no value (exit 4 if it has).\n"
+	 "Prints the new revision.", NULL, cmd_put, 2, 3},
+	{"update", "BUCKET KEY VALUE REV", "Set KEY only if its last revision is REV (else exit 4).\n"
+	 "Prints the new revision.", NULL, cmd_update, 4, 4},
+	{"get", "BUCKET KEY [options]", "Print KEY's value (exit 3 if absent).",
+	 "      --revision N     the value KEY had at revision N (if still retained)\n"
+	 "      --raw            only the value's bytes, no header, no newline\n",
+	 cmd_get, 2, 2},
+	{"del", "BUCKET KEY", "Delete KEY (a tombstone; history is kept).\nPrints the revision.",
+	 NULL, cmd_del, 2, 2},
+	{"purge", "BUCKET KEY", "Delete KEY and its history.\nPrints the revision.", NULL, cmd_del, 2, 2},
+	{"keys", "BUCKET [PREFIX]", "List keys, sorted, one per line (PREFIX e.g. 'user.').",
+	 NULL, cmd_keys, 1, 2},
+	{"history", "BUCKET KEY", "Show KEY's retained revisions, oldest first.", NULL, cmd_history, 2, 2},
+	{"load", "BUCKET FILE|- [options]",
+	 "Load keys from FILE or stdin, batched and pipelined.\n\n"
+	 "One key per line, either NDJSON\n"
+	 "{\"key\":\"k\",\"value\":\"v\"} or key<TAB>value, detected per line. Empty lines are\n"
+	 "skipped. Keys go in batches (one atomic write each), several in flight; every\n"
+	 "batch acknowledged is durable. A bad line stops the load (exit 6) after\n"
+	 "everything before it is loaded, unless --skip-bad.",
+	 "      --batch N            ops per batch (default 1000)\n"
+	 "      --window N           batches in flight (default 4)\n"
+	 "      --skip-bad           report bad lines and carry on\n"
+	 "  -q, --quiet              no progress on stderr\n",
+	 cmd_load, 2, 2},
+	{"status", "", "Show the server's node status.", NULL, cmd_status, 0, 0},
+};
+#define NCMDS (sizeof cmds / sizeof cmds[0])
+
+static void main_help(FILE *f)
+{
+	fprintf(f, "Usage: geokv [options] COMMAND [ARGS]\n\n"
+		   "Client for geokv, a replicated key-value store.\n\nCommands:\n");
+	for (size_t i = 0; i < NCMDS; i++) {
+		char syn[64];
+		snprintf(syn, sizeof syn, "%s %s", cmds[i].name, cmds[i].args);
+		const char *nl = strchr(cmds[i].summary, '\n');
+		fprintf(f, "  %-34s %.*s\n", syn,
+			nl ? (int)(nl - cmds[i].summary) : (int)strlen(cmds[i].summary), cmds[i].summary);
+	}
+	fprintf(f, "\nOptions:\n%s\nRun 'geokv COMMAND --help' for a command's options.\n\n%s",
+		cli_common_help, exit_help);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{"server", required_argument, NULL, 's'},
+		{"timeout", required_argument, NULL, OPT_TIMEOUT},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	cli_ctx_t cx;
+	char name[64];
+	int ch, rc;
+	const cmd_t *c = NULL;
+
+	memset(&cx, 0, sizeof cx);
+	cx.servers = getenv("GEOKV_SERVER");
+	if (!cx.servers || !*cx.servers)
+		cx.servers = "127.0.0.1:7400";
+	cx.timeout_ms = 10000;
+	opterr = 0;
+	/* "+": stop at the command; its own options are parsed by the command */
+	while ((ch = getopt_long(argc, argv, "+s:h", lo, NULL)) != -1) {
+		switch (ch) {
+		case 's':
+			cx.servers = optarg;
+			break;
+		case OPT_TIMEOUT:
+			if (cli_parse_duration_ms(optarg, &cx.timeout_ms) || cx.timeout_ms == 0)
+				return cli_usage_error(NULL, "bad --timeout '%s'", optarg);
+			break;
+		case 'h':
+			main_help(stdout);
+			return CLI_OK;
+		default:
+			return cli_usage_error(NULL, "unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind >= argc) {
+		main_help(stderr);
+		return CLI_USAGE;
+	}
+	argv += optind;
+	argc -= optind;
+	if (strcmp(argv[0], "help") == 0) {
+		main_help(stdout);
+		return CLI_OK;
+	}
+	if (strcmp(argv[0], "bucket") == 0) {
+		if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+			FILE *f = argc < 2 ? stderr : stdout;
+			fprintf(f, "Usage: geokv bucket add|ls|info|rm ...\n\n");
+			for (size_t i = 0; i < 4; i++) {
+				char syn[64];
+				snprintf(syn, sizeof syn, "%s %s", cmds[i].name, cmds[i].args);
+				fprintf(f, "  %-34s %s\n", syn, cmds[i].summary);
+			}
+			fprintf(f, "\nRun 'geokv bucket COMMAND --help' for a command's options.\n");
+			return argc < 2 ? CLI_USAGE : CLI_OK;
+		}
+		snprintf(name, sizeof name, "bucket %s", argv[1]);
+		argv++;
+		argc--;
+	} else {
+		snprintf(name, sizeof name, "%s", argv[0]);
+	}
+	for (size_t i = 0; i < NCMDS; i++)
+		if (strcmp(cmds[i].name, name) == 0)
+			c = &cmds[i];
+	if (!c)
+		return cli_usage_error(NULL, "unknown command '%s'", name);
+	rc = c->fn(&cx, c, argc, argv);
+	fflush(stdout);
+	if (ferror(stdout) && rc == CLI_OK) {
+		fprintf(stderr, "geokv: writing output failed\n");
+		rc = CLI_ERR;
+	}
+	kvc_close(cx.k);
+	return rc;
+}

@@ -1,0 +1,75 @@
+/*
+ * Internals of the `geokv` CLI shared between its files (cli.c: commands and main;
+ * cli_util.c: parsing of durations/sizes, exit codes; cli_load.c: `geokv load`).
+ * Not a library: nothing outside proto/cli*.c includes this.
+ */
+#ifndef GEOKV_PROTO_CLI_H
+#define GEOKV_PROTO_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "proto/client.h"
+
+/* Exit codes: part of the CLI's contract (docs/cli.md). */
+enum {
+	CLI_OK = 0,
+	CLI_ERR = 1,        /* any other failure */
+	CLI_USAGE = 2,      /* bad command line */
+	CLI_NOTFOUND = 3,   /* key or bucket not found */
+	CLI_CONFLICT = 4,   /* revision mismatch, key exists, bucket exists differently */
+	CLI_CONN = 5,       /* no server reachable, connection lost, timed out */
+	CLI_INVALID = 6,    /* refused input: bad name, value too large, bad config, bad load line */
+};
+
+typedef struct cli_ctx {
+	const char *servers;
+	uint64_t timeout_ms;
+	kvc_t *k;           /* opened lazily by cli_client() */
+	int open_exit;      /* exit code when cli_client() failed */
+} cli_ctx_t;
+
+/* Map a geokv error to the exit code above. */
+int cli_exit_code(int err);
+
+/*
+ * Print "geokv: <what>: <error text>[: <server message>]" to stderr and return the exit code
+ * for err. `what` may be NULL.
+ */
+int cli_fail(cli_ctx_t *cx, int err, const char *what);
+
+/* Print "geokv: <msg>" to stderr; returns CLI_USAGE. Adds a hint to run --help. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* "10s", "500ms", "1h30m", "2d", bare number = seconds. 0 on success, -1 on a bad value. */
+int cli_parse_duration_ms(const char *s, uint64_t *ms);
+/* "1048576", "512K", "1M", "1MiB", "2GB" (K/M/G are powers of 1024). 0 or -1. */
+int cli_parse_size(const char *s, uint64_t *bytes);
+/* A decimal u64. 0 or -1. */
+int cli_parse_u64(const char *s, uint64_t *v);
+
+/* Format ms as a short duration ("1h30m", "0" for 0) into buf. */
+const char *cli_fmt_duration(uint64_t ms, char *buf, size_t n);
+/* Format a UTC time in ms as RFC 3339 into buf. */
+const char *cli_fmt_time(uint64_t ms, char *buf, size_t n);
+
+/* The blocking client, opened on first use. NULL after printing an error; then exit with
+ * cx->open_exit. */
+kvc_t *cli_client(cli_ctx_t *cx);
+
+/* Per-command option values, filled by cli.c's option parser. */
+typedef struct opts {
+	uint64_t history, max_value, ttl_ms, rev;
+	bool has_rev, raw, force;
+	const char *ctype;
+	uint64_t batch, window;   /* load: 0 = defaults */
+	bool skip_bad, quiet;     /* load */
+} opts_t;
+
+/* `geokv load BUCKET FILE|-` (cli_load.c). Returns the exit code. */
+int cli_cmd_load(cli_ctx_t *cx, const char *bucket, const char *file, const opts_t *o);
+
+/* Shared option parsing for subcommands: handles -s/--server, --timeout, -h/--help. */
+extern const char *cli_common_help;
+
+#endif

@@ -1,0 +1,237 @@
+/* Small helpers of the geokv CLI: exit codes, error lines, durations and sizes. */
+#include "proto/cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uv.h>
+
+const char *cli_common_help =
+	"  -s, --server LIST    servers, host:port[,host:port...] (env GEOKV_SERVER,\n"
+	"                       default 127.0.0.1:7400)\n"
+	"      --timeout DUR    per-request timeout, e.g. 5s, 500ms (default 10s)\n"
+	"  -h, --help           this help\n";
+
+int cli_exit_code(int err)
+{
+	switch (err) {
+	case 0:
+		return CLI_OK;
+	case KV_ENOTFOUND:
+	case KV_ENOBUCKET:
+		return CLI_NOTFOUND;
+	case KV_EEXIST:
+	case KV_EREVISION:
+	case KV_EBUCKETEXISTS:
+		return CLI_CONFLICT;
+	case KV_EBADKEY:
+	case KV_EBADBUCKET:
+	case KV_ETOOBIG:
+	case KV_EBADCONFIG:
+		return CLI_INVALID;
+	case PROTO_ECLOSED:
+	case PROTO_ETIMEDOUT:
+	case PROTO_ENOTLEADER:
+	case PROTO_ESHUTDOWN:
+	case UV_ECONNREFUSED:
+	case UV_ECONNRESET:
+	case UV_ETIMEDOUT:
+	case UV_EHOSTUNREACH:
+	case UV_ENETUNREACH:
+	case UV_EAI_NONAME:
+	case UV_EAI_AGAIN:
+	case UV_EAI_FAIL:
+	case UV_EADDRNOTAVAIL:
+	case UV_EPIPE:
+		return CLI_CONN;
+	default:
+		return CLI_ERR;
+	}
+}
+
+int cli_fail(cli_ctx_t *cx, int err, const char *what)
+{
+	const char *srv = cx && cx->k ? kvc_errmsg(cx->k) : "";
+	int code = cli_exit_code(err);
+
+	fprintf(stderr, "geokv: ");
+	if (what)
+		fprintf(stderr, "%s: ", what);
+	fprintf(stderr, "%s", geokv_strerror(err));
+	if (code == CLI_CONN && cx)
+		fprintf(stderr, " (servers %s)", cx->servers);
+	/* the server's own words, when they add something */
+	if (srv && *srv && strcmp(srv, geokv_strerror(err)) != 0)
+		fprintf(stderr, ": %s", srv);
+	fputc('\n', stderr);
+	return code;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "geokv: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nRun 'geokv %s%s--help' for usage.\n", cmd ? cmd : "", cmd ? " " : "");
+	return CLI_USAGE;
+}
+
+int cli_parse_u64(const char *s, uint64_t *v)
+{
+	char *end;
+
+	if (!s || !*s || *s == '-' || *s == '+')
+		return -1;
+	errno = 0;
+	unsigned long long x = strtoull(s, &end, 10);
+	if (errno || *end)
+		return -1;
+	*v = x;
+	return 0;
+}
+
+int cli_parse_duration_ms(const char *s, uint64_t *ms)
+{
+	uint64_t total = 0;
+	const char *p = s;
+
+	if (!s || !*s)
+		return -1;
+	if (cli_parse_u64(s, &total) == 0) { /* bare number: seconds */
+		if (total > UINT64_MAX / 1000)
+			return -1;
+		*ms = total * 1000;
+		return 0;
+	}
+	while (*p) {
+		char *end;
+		uint64_t mult;
+		if (*p < '0' || *p > '9')
+			return -1;
+		errno = 0;
+		unsigned long long n = strtoull(p, &end, 10);
+		if (errno || end == p)
+			return -1;
+		p = end;
+		if (strncmp(p, "ms", 2) == 0) {
+			mult = 1;
+			p += 2;
+		} else if (*p == 's') {
+			mult = 1000;
+			p++;
+		} else if (*p == 'm') {
+			mult = 60000;
+			p++;
+		} else if (*p == 'h') {
+			mult = 3600000;
+			p++;
+		} else if (*p == 'd') {
+			mult = 86400000;
+			p++;
+		} else {
+			return -1;
+		}
+		if (n > (UINT64_MAX - total) / mult)
+			return -1;
+		total += n * mult;
+	}
+	*ms = total;
+	return 0;
+}
+
+int cli_parse_size(const char *s, uint64_t *bytes)
+{
+	char *end;
+	uint64_t mult = 1;
+
+	if (!s || *s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	unsigned long long n = strtoull(s, &end, 10);
+	if (errno)
+		return -1;
+	switch (*end) {
+	case 0: break;
+	case 'k': case 'K': mult = 1ull << 10; end++; break;
+	case 'm': case 'M': mult = 1ull << 20; end++; break;
+	case 'g': case 'G': mult = 1ull << 30; end++; break;
+	case 'b': case 'B': end++; if (*end) return -1; break;
+	default: return -1;
+	}
+	if (mult > 1) {
+		if (*end == 'i' && end[1] == 'B')
+			end += 2;
+		else if (*end == 'B' || *end == 'b')
+			end++;
+	}
+	if (*end || n > UINT64_MAX / mult)
+		return -1;
+	*bytes = n * mult;
+	return 0;
+}
+
+const char *cli_fmt_duration(uint64_t ms, char *buf, size_t n)
+{
+	static const struct { uint64_t ms; const char *u; } units[] = {
+		{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}, {1, "ms"}};
+	size_t off = 0;
+
+	if (ms == 0) {
+		snprintf(buf, n, "0");
+		return buf;
+	}
+	buf[0] = 0;
+	for (size_t i = 0; i < sizeof units / sizeof units[0] && off < n; i++) {
+		if (ms >= units[i].ms) {
+			int w = snprintf(buf + off, n - off, "%llu%s",
+					 (unsigned long long)(ms / units[i].ms), units[i].u);
+			if (w < 0)
+				break;
+			off += (size_t)w;
+			ms %= units[i].ms;
+		}
+	}
+	return buf;
+}
+
+const char *cli_fmt_time(uint64_t ms, char *buf, size_t n)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	snprintf(buf, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900, tm.tm_mon + 1,
+		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)(ms % 1000));
+	return buf;
+}
+
+kvc_t *cli_client(cli_ctx_t *cx)
+{
+	kvc_opts_t o;
+	int rc;
+
+	if (cx->k)
+		return cx->k;
+	memset(&o, 0, sizeof o);
+	o.request_timeout_ms = (uint32_t)(cx->timeout_ms > UINT32_MAX ? UINT32_MAX : cx->timeout_ms);
+	o.connect_timeout_ms = o.request_timeout_ms < 2000 ? o.request_timeout_ms : 2000;
+	o.cluster = getenv("GEOKV_CLUSTER");
+	o.token = getenv("GEOKV_TOKEN");
+	if ((rc = kvc_open(&cx->k, cx->servers, &o)) != 0) {
+		if (rc == -EINVAL) {
+			fprintf(stderr, "geokv: invalid server list '%s' (want host:port[,host:port...])\n",
+				cx->servers);
+			cx->open_exit = CLI_USAGE;
+		} else {
+			cx->open_exit = cli_fail(cx, rc, "client");
+		}
+		return NULL;
+	}
+	return cx->k;
+}
