@@ -413,6 +413,11 @@ static void handle_vote(raft_t *r, const raft_msg_t *m)
 	bool up_to_date = m->log_term > last_term || (m->log_term == last_term && m->index >= last);
 	raft_msg_t *o = raft__msg_new(r, pre ? RAFT_MSG_PREVOTE_RESP : RAFT_MSG_VOTE_RESP, m->from);
 
+	if (o != NULL) {
+		/* Tell the candidate how far we know the log is committed (see learn_commit). */
+		o->index = r->commit;
+		(void)raft__log_term(&r->log, r->commit, &o->log_term);
+	}
 	if (can_vote && up_to_date) {
 		if (o != NULL)
 			o->term = m->term;
@@ -423,6 +428,22 @@ static void handle_vote(raft_t *r, const raft_msg_t *m)
 	} else if (o != NULL) {
 		o->flags = RAFT_MSGF_REJECT;
 	}
+}
+
+/*
+ * A vote answer carries the voter's commit index and the term there. If our log has that
+ * term at that index, log matching makes our prefix identical to the voter's, so it is
+ * committed. Without this a candidate can be stuck under an old configuration: a member
+ * just removed by a committed change no longer campaigns, may hold the longest log (so it
+ * refuses our votes), and the leader that knew of the commit may be gone.
+ */
+static void learn_commit(raft_t *r, const raft_msg_t *m)
+{
+	uint64_t t = 0;
+
+	if (m->index > r->commit && m->index <= raft__log_last(&r->log) &&
+	    raft__log_term(&r->log, m->index, &t) == 0 && t == m->log_term && t != 0)
+		r->commit = m->index;
 }
 
 int raft_step(raft_t *r, const raft_msg_t *m)
@@ -467,6 +488,8 @@ int raft_step(raft_t *r, const raft_msg_t *m)
 		handle_vote(r, m);
 		return 0;
 	}
+	if (m->type == RAFT_MSG_VOTE_RESP || m->type == RAFT_MSG_PREVOTE_RESP)
+		learn_commit(r, m);
 	return r->step_fn(r, m);
 }
 

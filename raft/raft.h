@@ -114,9 +114,9 @@ enum raft_msg_type {
 	RAFT_MSG_HEARTBEAT,      /* commit (<= the follower's match), ctx=read sequence */
 	RAFT_MSG_HEARTBEAT_RESP, /* ctx echoed */
 	RAFT_MSG_VOTE,           /* index=last log index, log_term=last log term; TRANSFER */
-	RAFT_MSG_VOTE_RESP,      /* REJECT */
+	RAFT_MSG_VOTE_RESP,      /* REJECT; index=voter's commit, log_term=term there */
 	RAFT_MSG_PREVOTE,        /* as VOTE, with term = the candidate's term + 1 */
-	RAFT_MSG_PREVOTE_RESP,   /* REJECT */
+	RAFT_MSG_PREVOTE_RESP,   /* as VOTE_RESP */
 	RAFT_MSG_SNAPSHOT,       /* snap, offset, data/len (one chunk), LAST */
 	RAFT_MSG_SNAPSHOT_RESP,  /* snap.index/term, offset = next byte wanted; LAST: installed,
 				  * index = last index now matching; REJECT: restart at 0 */

@@ -341,6 +341,29 @@ Test(raft_election, check_quorum_leader_steps_down_without_majority)
 	cr_assert_neq(raft_role(&C.r[1]), RAFT_LEADER);
 }
 
+Test(raft_election, vote_answer_teaches_a_matching_commit_index)
+{
+	tc_elect(&C, 1);
+	tc_run(&C, 1);
+	tc_drop(&C);
+	propose(1, "c");
+	tc_deliver(&C, 2); /* the two appends: node 3 holds "c" but not that it committed */
+	tc_drop(&C);
+	uint64_t last = raft_last_index(&C.r[3]), t = raft_term(&C.r[3]);
+
+	cr_assert_lt(raft_commit(&C.r[3]), last);
+	raft_msg_t m = msg(RAFT_MSG_PREVOTE_RESP, 2, 3, t + 1);
+
+	m.flags = RAFT_MSGF_REJECT;
+	m.index = last;
+	m.log_term = t + 7; /* a different term there: proves nothing */
+	tc_step(&C, 3, &m);
+	cr_assert_lt(raft_commit(&C.r[3]), last);
+	m.log_term = t;
+	tc_step(&C, 3, &m);
+	cr_assert_eq(raft_commit(&C.r[3]), last, "same (index, term): same committed prefix");
+}
+
 Test(raft_election, lease_ignores_vote_while_leader_alive)
 {
 	tc_elect(&C, 1);
