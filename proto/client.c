@@ -815,10 +815,11 @@ static void expire_list(kvc_client_t *c, kvc_list_t *l, kvc_conn_t *k, uint64_t 
 		/* A request that never reached a server failed for the connection's reason. */
 		int err = (!k && !c->conn && c->last_conn_err) ? c->last_conn_err : PROTO_ETIMEDOUT;
 		complete(c, r, err, NULL);
-		if (c->closing)
-			return;
 		/* The callback may have sent more (next stays valid: sends append at the tail
-		 * of pending, and complete only unlinks r). */
+		 * of pending), or closed the client or, through a failed write, k itself: then
+		 * the lists were moved and `next` may be on another one. The next tick resumes. */
+		if (c->closing || (k && (c->conn != k || k->state == C_CLOSING)))
+			return;
 	}
 }
 
