@@ -49,6 +49,10 @@ static const struct setting settings[] = {
 	{"log-keep", K_U64, S(log_keep), 0, "log entries kept behind the synced store"},
 	{"ttl-interval-ms", K_U32, S(ttl_interval_ms), 0, "expiry scan period (0 = off)"},
 	{"ttl-batch", K_U32, S(ttl_batch), 0, "expired keys deleted per scan"},
+	{"hello-timeout-ms", K_U32, S(hello_timeout_ms), 0,
+	 "close a connection that has not sent HELLO by then (0 = never)"},
+	{"idle-timeout-ms", K_U32, S(idle_timeout_ms), 0,
+	 "close a connection with no traffic and nothing in flight for this long (0 = never)"},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -69,6 +73,8 @@ void prim_config_defaults(prim_config_t *c)
 	c->log_keep = 10000;
 	c->ttl_interval_ms = 1000;
 	c->ttl_batch = 1000;
+	c->hello_timeout_ms = 10000;
+	c->idle_timeout_ms = 300000;
 }
 
 int prim_parse_size(const char *s, uint64_t *out)

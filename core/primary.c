@@ -537,6 +537,7 @@ void prim__maybe_finish(prim_t *p)
 	uv_close((uv_handle_t *)&p->hb_timer, on_close_noop);
 	uv_close((uv_handle_t *)&p->sig_term, on_close_noop);
 	uv_close((uv_handle_t *)&p->sig_int, on_close_noop);
+	prim__stop_sweep(p);
 	prim__close_all(p);
 	/* A peer that stopped reading would keep its connection (and us) open forever. */
 	uv_timer_start(&p->stop_timer, on_stop_timer, STOP_FLUSH_MS, 0);

@@ -51,6 +51,8 @@ typedef struct prim_config {
 	uint64_t log_keep;          /* entries kept in the log behind the synced applied index */
 	uint32_t ttl_interval_ms;   /* expiry scan period (0 = off) */
 	uint32_t ttl_batch;         /* max expired keys proposed per scan */
+	uint32_t hello_timeout_ms;  /* a connection must finish HELLO within this (0 = no limit) */
+	uint32_t idle_timeout_ms;   /* close a connection silent this long (0 = never) */
 } prim_config_t;
 
 /* Fill c with the defaults above. */

@@ -105,6 +105,8 @@ struct prim {
 
 	/* network */
 	uv_tcp_t listener;
+	uv_timer_t sweep_timer;    /* closes connections past hello-timeout / idle-timeout */
+	bool sweeping;             /* sweep_timer initialised (a timeout is configured) */
 	uv_signal_t sig_term, sig_int;
 	uint32_t nconns;
 	prim_conn_t *conns;        /* doubly linked list of open connections */
@@ -139,6 +141,7 @@ int  prim__listen(prim_t *p);          /* bind + listen on cfg->listen */
 void prim__stop_accepting(prim_t *p);  /* close the listener, stop reading every conn */
 void prim__close_all(prim_t *p);       /* close every connection (after their writes) */
 void prim__close_all_now(prim_t *p);   /* close every connection, dropping queued output */
+void prim__stop_sweep(prim_t *p);      /* close the timeout sweep timer (at the very end) */
 
 void prim__conn_ref(prim_conn_t *c);
 void prim__conn_unref(prim_conn_t *c);

@@ -16,16 +16,23 @@ usage: rawclient.py HOST:PORT COMMAND [ARGS...]
   verify BUCKET ACKFILE          GET every key in ACKFILE; "present=N missing=M"
   load BUCKET N VALSIZE ACKFILE  pipelined puts k000000..; each acknowledged key is appended
                                  to ACKFILE as soon as its response arrives (kill -9 tests)
+  silent [SECONDS]               connect, send nothing: "closed after=MS" when the server cuts
+                                 the connection within SECONDS (default 30), else "open"
+  idle [SECONDS]                 HELLO, then nothing: "closed after=MS" or "open"
+  busy SECONDS INTERVAL_MS       HELLO, then a STATUS every INTERVAL_MS for SECONDS:
+                                 "open answered=N" or "closed after=MS answered=N"
   raw-badflags | raw-toobig N | raw-garbage | raw-nohello | raw-badcluster | raw-badversion |
   raw-badop | raw-truncated-op | raw-badbatch | raw-unknown-type
                                  send one bad thing; print what came back and whether the
                                  server closed the connection ("closed" / "open")
+GEOKV_CLUSTER and GEOKV_TOKEN (environment) go into the HELLO.
 Exit status: 0 when the command got a RESP, 1 on an ERROR reply, 2 on usage or I/O errors.
 """
 import os
 import socket
 import struct
 import sys
+import time
 
 T_HELLO, T_HELLO_OK, T_ERROR, T_PING, T_PONG, T_REQ, T_RESP = 1, 2, 3, 4, 5, 16, 17
 OP = dict(bucket_add=1, bucket_del=2, put=3, create=4, update=5, delete=6, purge=7, batch=8,
@@ -35,7 +42,7 @@ ERRNAMES = {
     -30104: "KV_EBADBUCKET", -30105: "KV_ENOBUCKET", -30106: "KV_EBUCKETEXISTS",
     -30107: "KV_ETOOBIG", -30108: "KV_EFULL", -30109: "KV_ECORRUPT", -30110: "KV_EBADCONFIG",
     -30111: "KV_EREADONLY", -30112: "KV_EINTERNAL", -30113: "KV_EBATCH",
-    -30201: "PROTO_EBADMSG", -30202: "PROTO_ETOOBIG", -30203: "PROTO_EVERSION",
+    -30201: "PROTO_EBADMSG", -30202: "PROTO_ETOOBIG", -30203: "PROTO_EVERSION", -30204: "PROTO_EAUTH",
     -30205: "PROTO_ECLUSTER", -30207: "PROTO_EBUSY", -30208: "PROTO_EINTERNAL",
     -30211: "PROTO_EBADTYPE", -30212: "PROTO_ESHUTDOWN",
 }
@@ -83,13 +90,15 @@ def enc_op(op, bucket=b"", key=b"", value=b"", rev=0, cfg=None, after=b"", limit
 
 
 class Conn:
-    def __init__(self, addr, cluster=b"", version=1, hello=True):
+    def __init__(self, addr, cluster=b"", version=1, hello=True, token=None):
         host, port = addr.rsplit(":", 1)
         self.s = socket.create_connection((host, int(port)), timeout=20)
         self.buf = b""
         self.next_id = 1
+        if token is None:
+            token = os.environ.get("GEOKV_TOKEN", "").encode()
         if hello:
-            self.send(frame(T_HELLO, 0, struct.pack("<HB", version, 1) + b8(cluster) + b16(b"")))
+            self.send(frame(T_HELLO, 0, struct.pack("<HB", version, 1) + b8(cluster) + b16(token)))
             t, _, p = self.recv()
             if t != T_HELLO_OK:
                 raise RuntimeError("hello refused: %s" % (describe_error(p),))
@@ -124,6 +133,22 @@ class Conn:
         except OSError:
             return True
 
+    def wait_closed(self, limit):
+        """Milliseconds until the server closes (EOF or reset), or None after `limit` s."""
+        t0 = time.monotonic()
+        self.s.settimeout(0.05)
+        while time.monotonic() - t0 < limit:
+            try:
+                if not self.s.recv(65536):
+                    break
+            except (socket.timeout, TimeoutError):
+                continue
+            except OSError:
+                break
+        else:
+            return None
+        return int((time.monotonic() - t0) * 1000)
+
     def req(self, payload):
         rid = self.next_id
         self.next_id += 1
@@ -154,7 +179,17 @@ def main(argv):
     addr, cmd, args = argv[1], argv[2], [a.encode() for a in argv[3:]]
     if cmd.startswith("raw-"):
         return raw(addr, cmd, args)
+    if cmd == "silent":
+        ms = Conn(addr, hello=False).wait_closed(float(args[0]) if args else 30)
+        print("open" if ms is None else "closed after=%d" % ms)
+        return 0
     c = Conn(addr, cluster=os.environ.get("GEOKV_CLUSTER", "").encode())
+    if cmd == "idle":
+        ms = c.wait_closed(float(args[0]) if args else 30)
+        print("open" if ms is None else "closed after=%d" % ms)
+        return 0
+    if cmd == "busy":
+        return busy(c, float(args[0]), int(args[1]) / 1000.0)
     rev_body = lambda p: "rev=%d" % struct.unpack_from("<Q", p)[0]
     if cmd == "status":
         t, p = c.req(enc_op("status"))
@@ -230,6 +265,23 @@ def load(c, bucket, n, valsize, ackfile):
                 errors += 1
     print("acked=%d errors=%d" % (acked, errors))
     return 0 if errors == 0 else 1
+
+
+def busy(c, seconds, interval):
+    """A STATUS every `interval` s for `seconds`: the connection must stay open."""
+    t0, answered = time.monotonic(), 0
+    try:
+        while time.monotonic() - t0 < seconds:
+            t, _ = c.req(enc_op("status"))
+            if t != T_RESP:
+                break
+            answered += 1
+            time.sleep(interval)
+    except (EOFError, OSError):
+        print("closed after=%d answered=%d" % ((time.monotonic() - t0) * 1000, answered))
+        return 1
+    print("open answered=%d" % answered)
+    return 0
 
 
 def verify(c, bucket, ackfile):
