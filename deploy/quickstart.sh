@@ -103,7 +103,7 @@ for i in range(int(sys.argv[1])):
 PY
 "$geokv" -s "$server" load cards "$run/sample.ndjson" >&2 || die "load failed"
 
-"$gateway" --data "$run/primary1/state" --node-data "$run/primary1" --listen "127.0.0.1:$gport" \
+"$gateway" --data "$run/primary1/state" --listen "127.0.0.1:$gport" \
 	--cert "$run/certs/server.crt" --key "$run/certs/server.key" --bucket cards \
 	>>"$run/gateway.log" 2>&1 &
 echo $! >"$run/gateway.pid"
