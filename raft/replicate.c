@@ -434,9 +434,16 @@ void raft__handle_snapshot(raft_t *r, const raft_msg_t *m)
 		return;
 	}
 	r->recv_active = false;
+	/* Caught up some other way meanwhile (appends still in flight when the transfer
+	 * began): installing now would discard entries we already acknowledged, leaving the
+	 * leader's match above our log. Keep the log; the staged bytes go unused. */
 	if (m->snap.index <= r->commit) {
-		/* Caught up some other way meanwhile: the staged bytes are simply unused. */
 		respond_snapshot(r, m, RAFT_MSGF_LAST, 0, r->commit);
+		return;
+	}
+	if (raft__log_term(&r->log, m->snap.index, &t) == 0 && t == m->snap.term) {
+		commit_to(r, m->snap.index);
+		respond_snapshot(r, m, RAFT_MSGF_LAST, 0, m->snap.index);
 		return;
 	}
 	raft__on_snapshot_installed(r, &m->snap);

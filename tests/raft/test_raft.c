@@ -766,3 +766,42 @@ Test(raft_api, five_nodes_elect_and_replicate)
 		cr_assert_eq(D.n_applied_normal[i], 1);
 	tc_free(&D);
 }
+
+Test(raft_snapshot, snapshot_over_a_matching_log_keeps_the_log)
+{
+	tc_elect(&C, 1);
+	tc_run(&C, 1);
+	tc_drop(&C);
+	uint64_t t = raft_term(&C.r[3]), k = raft_last_index(&C.r[3]), c = raft_commit(&C.r[3]);
+	raft_msg_t s = msg(RAFT_MSG_SNAPSHOT, 1, 3, t);
+	raft_entry_t e[2] = {
+		{.index = k + 1, .term = t, .data = "a", .len = 1},
+		{.index = k + 2, .term = t, .data = "b", .len = 1},
+	};
+	const raft_msg_t *o;
+
+	s.snap.index = k + 2;
+	s.snap.term = t;
+	s.snap.conf = *raft_conf(&C.r[3]);
+	s.data = "01234";
+	s.len = 5;
+	tc_step(&C, 3, &s); /* the transfer starts: node 3 lacks k+2 */
+	raft_msg_t a = msg(RAFT_MSG_APPEND, 1, 3, t);
+
+	a.index = k;
+	a.log_term = t;
+	a.commit = c;
+	a.entries = e;
+	a.n_entries = 2;
+	tc_step(&C, 3, &a); /* an append still in flight delivers k+1, k+2 */
+	cr_assert_eq(raft_last_index(&C.r[3]), k + 2);
+	s.offset = 5;
+	s.flags = RAFT_MSGF_LAST;
+	tc_drop(&C);
+	tc_step(&C, 3, &s);
+	cr_assert_eq(raft_last_index(&C.r[3]), k + 2, "acknowledged entries survive");
+	cr_assert_eq(memstore_last(&C.ms[3]), k + 2);
+	cr_assert_eq(C.ms[3].meta.index, 0, "nothing installed");
+	o = last_sent(RAFT_MSG_SNAPSHOT_RESP, 3);
+	cr_assert(o && (o->flags & RAFT_MSGF_LAST) && o->index == k + 2);
+}
