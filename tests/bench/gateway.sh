@@ -3,6 +3,7 @@
 #
 #   tests/bench/gateway.sh [--smoke] [--keys N] [--pairs N] [--seconds S] [--workers N]
 #                          [--nginx-files N] [--gateway BIN] [--fixture BIN] [--build DIR]
+#                          [--only keepalive,resumed,reconnect,full,p99]
 #
 # Both servers serve the same keys (100-byte values; the gateway from its LMDB store, nginx
 # from one file per key with open_file_cache), the same ECDSA P-256 certificate, TLS 1.2 with
@@ -25,7 +26,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 keys=100000 pairs=3 secs=10 workers=1 smoke=0 nginx_files=1000000
-gw="" fx="" build=""
+gw="" fx="" build="" only=keepalive,resumed,reconnect,full,p99
 while [ $# -gt 0 ]; do
 	case $1 in
 	--smoke) smoke=1 ;;
@@ -37,6 +38,7 @@ while [ $# -gt 0 ]; do
 	--gateway) gw=$2; shift ;;
 	--fixture) fx=$2; shift ;;
 	--build) build=$2; shift ;;
+	--only) only=$2; shift ;;
 	-h|--help) sed -n '2,24p' "$0"; exit 0 ;;
 	*) echo "gateway.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
@@ -182,21 +184,25 @@ for p in "$GP" "$NP"; do
 		{ echo "bench: server on $p serves wrong value: $v" >&2; exit 1; }
 done
 
-cat >"$tmp/random.lua" <<EOF
-local n = $nfiles
+# Random keys among what each server has: all keys for the gateway, the files for nginx.
+for srv in gateway nginx; do
+	n=$keys; [ $srv = nginx ] && n=$nfiles
+	cat >"$tmp/random.$srv.lua" <<EOF
+local n = $n
 math.randomseed(os.time() + math.floor(os.clock() * 1e6))
 request = function()
   return wrk.format("GET", "/kv/k" .. math.random(0, n - 1))
 end
 EOF
-cat >"$tmp/close.lua" <<EOF
-local n = $nfiles
+	cat >"$tmp/close.$srv.lua" <<EOF
+local n = $n
 math.randomseed(os.time())
 wrk.headers["Connection"] = "close"
 request = function()
   return wrk.format("GET", "/kv/k" .. math.random(0, n - 1))
 end
 EOF
+done
 
 results=$tmp/results
 : >"$results"
@@ -225,7 +231,7 @@ bench_wrk() { # workload script conns
 			local pid port c0 c1 out
 			pid=$(server_pid $s); port=$(server_port $s)
 			c0=$(cpu_ticks "$pid")
-			out=$(run_wrk "$port" "$script" "$conns" "$secs")
+			out=$(run_wrk "$port" "$script.$s.lua" "$conns" "$secs")
 			c1=$(cpu_ticks "$pid")
 			read -r rps p99 req errs <<<"$out"
 			rec "$wl $s rps $rps"; rec "$wl $s p99 $p99"
@@ -300,11 +306,12 @@ PY
 	done
 }
 
-bench_wrk keepalive "$tmp/random.lua" 32
-bench_stime resumed -reuse
-bench_wrk reconnect "$tmp/close.lua" 32
-bench_stime full_stime -new
-bench_p99
+want() { [[ ",$only," == *",$1,"* ]]; }
+want keepalive && bench_wrk keepalive "$tmp/random" 32
+want resumed && bench_stime resumed -reuse
+want reconnect && bench_wrk reconnect "$tmp/close" 32
+want full && bench_stime full_stime -new
+want p99 && bench_p99
 
 # What kind of handshakes each workload really made (wrk reuses its TLS session when it
 # reconnects, so its Connection: close runs are resumptions, not full handshakes).
@@ -350,6 +357,7 @@ pair("full_stime", "cpu_us", "us/handshake", "full_stime")
 pair("newconn100", "p50", "ms", "newconn100")
 p99 = pair("newconn100", "p99", "ms", "newconn100")
 gp99 = st.median(res[("newconn100", "gateway", "p99")]) if res[("newconn100", "gateway", "p99")] else float("nan")
+def nz(v): return v if v == v else 0.0
 print(f"summary: gateway/nginx keys={keys} (nginx files={nfiles}) workers={workers}"
       f"{' SMOKE' if smoke == '1' else ''}: keep-alive {ka:.2f}x req/s (target >=1.25), "
       f"p99 {kp:.2f}x (lower is better), resumed {rs:.2f}x (target >=1.0), "
