@@ -11,6 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <fcntl.h>
 
 #include <ini.h>
 
@@ -53,6 +56,8 @@ static const struct setting settings[] = {
 	 "close a connection that has not sent HELLO by then (0 = never)"},
 	{"idle-timeout-ms", K_U32, S(idle_timeout_ms), 0,
 	 "close a connection with no traffic and nothing in flight for this long (0 = never)"},
+	{"token-file", K_STR, S(token_file), sizeof(((prim_config_t *)0)->token_file),
+	 "file holding the token every HELLO must carry (default: none needed)"},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -166,6 +171,57 @@ static int set_value(prim_config_t *c, const struct setting *st, const char *val
 	return 0;
 }
 
+_Static_assert(sizeof(((prim_config_t *)0)->token) == PROTO_MAX_TOKEN,
+	       "token buffer must hold the protocol's largest HELLO token");
+
+/*
+ * Read the HELLO token from c->token_file. The token itself is never a flag: argv is
+ * readable by every local user through /proc. Trailing whitespace (the newline an editor or
+ * `echo` adds) is not part of it. A file others can read is accepted with a warning.
+ */
+static int read_token(prim_config_t *c)
+{
+	uint8_t buf[2 * PROTO_MAX_TOKEN]; /* room for the token plus generous whitespace */
+	struct stat st;
+	size_t n = 0;
+	ssize_t r;
+	int fd;
+
+	if ((fd = open(c->token_file, O_RDONLY | O_CLOEXEC)) < 0) {
+		fprintf(stderr, "geokv-primary: cannot read token-file '%s': %s\n", c->token_file,
+			strerror(errno));
+		return -EINVAL;
+	}
+	if (fstat(fd, &st) == 0 && (st.st_mode & 077))
+		fprintf(stderr, "geokv-primary: warning: token-file '%s' is readable by others "
+				"(chmod 600 it)\n", c->token_file);
+	while (n < sizeof buf && (r = read(fd, buf + n, sizeof buf - n)) != 0) {
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			fprintf(stderr, "geokv-primary: cannot read token-file '%s': %s\n",
+				c->token_file, strerror(errno));
+			close(fd);
+			return -EINVAL;
+		}
+		n += (size_t)r;
+	}
+	close(fd);
+	if (n == sizeof buf)
+		n = SIZE_MAX; /* more than we read: too long whatever its tail is */
+	while (n > 0 && n != SIZE_MAX && (buf[n - 1] == '\n' || buf[n - 1] == '\r' ||
+					  buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+		n--;
+	if (n == 0 || n > PROTO_MAX_TOKEN) {
+		fprintf(stderr, "geokv-primary: token-file '%s' %s\n", c->token_file,
+			n == 0 ? "is empty" : "holds more than 4096 bytes");
+		return -EINVAL;
+	}
+	memcpy(c->token, buf, n);
+	c->token_len = (uint32_t)n;
+	return 0;
+}
+
 struct ini_ctx {
 	prim_config_t *c;
 	const char *path;
@@ -269,6 +325,8 @@ int prim_config_parse(prim_config_t *c, int argc, char **argv)
 	}
 	if (c->advertise[0] == '\0')
 		snprintf(c->advertise, sizeof c->advertise, "%s", c->listen);
+	if (c->token_file[0] != '\0' && read_token(c) != 0)
+		return -EINVAL;
 	if (c->node_id == 0 || c->max_frame < 1024 || c->max_inflight == 0 || c->max_conns == 0 ||
 	    c->group_max_bytes == 0 || c->sync_interval_ms == 0) {
 		fprintf(stderr, "geokv-primary: node-id, max-frame (>= 1K), max-inflight, max-conns, "

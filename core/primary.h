@@ -53,6 +53,9 @@ typedef struct prim_config {
 	uint32_t ttl_batch;         /* max expired keys proposed per scan */
 	uint32_t hello_timeout_ms;  /* a connection must finish HELLO within this (0 = no limit) */
 	uint32_t idle_timeout_ms;   /* close a connection silent this long (0 = never) */
+	char token_file[1024];      /* file holding the HELLO token ("" = no credentials needed) */
+	uint8_t token[4096];        /* its contents, trailing whitespace removed (PROTO_MAX_TOKEN) */
+	uint32_t token_len;         /* 0 = any HELLO is accepted */
 } prim_config_t;
 
 /* Fill c with the defaults above. */
@@ -60,8 +63,8 @@ void prim_config_defaults(prim_config_t *c);
 
 /*
  * Build the config from argv: defaults, then the INI file named by -c/--config (keys at top
- * level or in [primary]), then the other flags, which win. --help and --version print to
- * stdout. Returns 0 to run, 1 when the process should exit 0 (help/version printed), or
+ * level or in [primary]), then the other flags, which win; then reads token-file into token.
+ * --help and --version print to stdout. Returns 0 to run, 1 when the process should exit 0 (help/version printed), or
  * -EINVAL after printing the reason to stderr (unknown flag or key, bad value).
  */
 int prim_config_parse(prim_config_t *c, int argc, char **argv);

@@ -16,6 +16,7 @@
  *   over its protocol maximum        ERROR PROTO_EBADTYPE / PROTO_ETOOBIG, connection kept
  *   too many writes in flight        ERROR PROTO_EBUSY for that request, connection kept
  *   version / cluster mismatch       ERROR PROTO_EVERSION / PROTO_ECLUSTER, then close
+ *   wrong or missing token           ERROR PROTO_EAUTH, then close (when token-file is set)
  * Name rules, value sizes, unknown buckets are the store's to judge (KV_E* errors).
  */
 #include "core/primary_int.h"
@@ -303,6 +304,21 @@ static int enc_read(void *arg, proto_wbuf_t *w)
 	return rc;
 }
 
+/*
+ * Constant-time token check: the time taken depends only on the configured token's length,
+ * never on where the first differing byte is, so a remote peer cannot guess the token one
+ * byte at a time by timing HELLOs. A wrong length costs the same as a wrong byte.
+ */
+static bool token_ok(const prim_config_t *cfg, const proto_bytes_t *got)
+{
+	volatile uint8_t diff = got->len != cfg->token_len;
+	uint32_t n = cfg->token_len;
+
+	for (uint32_t i = 0; i < n; i++)
+		diff |= cfg->token[i] ^ (got->len ? got->p[i % got->len] : 0);
+	return diff == 0;
+}
+
 static void handle_hello(prim_conn_t *c, const proto_hdr_t *h, const uint8_t *pl)
 {
 	prim_t *p = c->p;
@@ -326,6 +342,12 @@ static void handle_hello(prim_conn_t *c, const proto_hdr_t *h, const uint8_t *pl
 	}
 	if (m.cluster.len && (m.cluster.len != clen || memcmp(m.cluster.p, p->cfg->cluster_id, clen))) {
 		prim__reply_error(c, h->id, PROTO_ECLUSTER, NULL, 0, 0);
+		close_after_flush(c);
+		return;
+	}
+	if (p->cfg->token_len && !token_ok(p->cfg, &m.token)) {
+		GK_WARN("server", "bad credentials in HELLO, closing", "peer=%s", c->peer);
+		prim__reply_error(c, h->id, PROTO_EAUTH, NULL, 0, 0);
 		close_after_flush(c);
 		return;
 	}

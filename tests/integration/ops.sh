@@ -117,5 +117,49 @@ else
 	fail "daemon starts with timeouts off" "$(cat "$TMP/notimeouts.log")"
 fi
 
+# ---- HELLO credentials -------------------------------------------------------------------------
+TOK=$TMP/token
+printf 's3cret-token\n' >"$TOK"
+chmod 600 "$TOK"
+if GEOKV_TOKEN=s3cret-token start auth --token-file "$TOK"; then
+	ok "daemon starts with a token-file"
+else
+	fail "daemon starts with a token-file" "$(cat "$TMP/auth.log")"
+fi
+expect "HELLO with the token: HELLO_OK"          "type=2 open" env GEOKV_TOKEN=s3cret-token python3 "$RAW" "$ADDR" raw-hello
+expect "HELLO without a token: EAUTH, closed"    "PROTO_EAUTH(-30204) authentication failed closed" env GEOKV_TOKEN= python3 "$RAW" "$ADDR" raw-hello
+expect "HELLO with a wrong token: EAUTH, closed" "PROTO_EAUTH(-30204) authentication failed closed" env GEOKV_TOKEN=s3cret-tokeN python3 "$RAW" "$ADDR" raw-hello
+expect "HELLO with a token prefix: EAUTH"        "PROTO_EAUTH" env GEOKV_TOKEN=s3cret python3 "$RAW" "$ADDR" raw-hello
+expect "HELLO with a longer token: EAUTH"        "PROTO_EAUTH" env GEOKV_TOKEN=s3cret-token2 python3 "$RAW" "$ADDR" raw-hello
+expect "requests work after the right HELLO"     "rev=1" env GEOKV_TOKEN=s3cret-token GEOKV_CLUSTER=itest python3 "$RAW" "$ADDR" bucket-add users
+check "a refused HELLO logs a WARN with the peer" grep -q 'WARN server bad credentials in HELLO, closing peer=127.0.0.1:' "$LOG"
+if [ -n "$CLI" ] && [ -x "$CLI" ]; then
+	expect "geokv CLI with GEOKV_TOKEN writes"   "2" env GEOKV_TOKEN=s3cret-token "$CLI" -s "$ADDR" put users k v
+	expect "geokv CLI with GEOKV_TOKEN reads"    "v" env GEOKV_TOKEN=s3cret-token "$CLI" -s "$ADDR" get users k
+	if env -u GEOKV_TOKEN "$CLI" -s "$ADDR" get users k >"$TMP/cli-noauth.out" 2>&1; then
+		fail "geokv CLI without the token is refused" "$(cat "$TMP/cli-noauth.out")"
+	else
+		ok "geokv CLI without the token is refused (exit $?)"
+	fi
+else
+	skip "geokv CLI with a token" "geokv CLI not built"
+fi
+stop_term
+check "clean exit with a token" [ "$RC" -eq 0 ]
+
+expect "a missing token-file is a config error" "cannot read token-file" "$PRIM" --data "$TMP/x" --token-file "$TMP/nosuch"
+"$PRIM" --data "$TMP/x" --token-file "$TMP/nosuch" >/dev/null 2>&1
+check "... exit 2" [ $? -eq 2 ]
+: >"$TMP/empty"
+expect "an empty token-file is a config error" "is empty" "$PRIM" --data "$TMP/x" --token-file "$TMP/empty"
+head -c 5000 /dev/zero | tr '\0' a >"$TMP/long"
+expect "a token over 4096 bytes is a config error" "more than 4096" "$PRIM" --data "$TMP/x" --token-file "$TMP/long"
+if start noauth; then
+	expect "without token-file a HELLO carrying a token is accepted" "type=2 open" env GEOKV_TOKEN=whatever python3 "$RAW" "$ADDR" raw-hello
+	stop_term
+else
+	fail "daemon starts without a token" "$(cat "$TMP/noauth.log")"
+fi
+
 echo "1..$N"
 [ "$FAILED" -eq 0 ]

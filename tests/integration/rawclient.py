@@ -22,7 +22,7 @@ usage: rawclient.py HOST:PORT COMMAND [ARGS...]
   busy SECONDS INTERVAL_MS       HELLO, then a STATUS every INTERVAL_MS for SECONDS:
                                  "open answered=N" or "closed after=MS answered=N"
   raw-badflags | raw-toobig N | raw-garbage | raw-nohello | raw-badcluster | raw-badversion |
-  raw-badop | raw-truncated-op | raw-badbatch | raw-unknown-type
+  raw-badop | raw-truncated-op | raw-badbatch | raw-unknown-type | raw-hello
                                  send one bad thing; print what came back and whether the
                                  server closed the connection ("closed" / "open")
 GEOKV_CLUSTER and GEOKV_TOKEN (environment) go into the HELLO.
@@ -306,9 +306,14 @@ def verify(c, bucket, ackfile):
 
 def raw(addr, cmd, args):
     cluster = os.environ.get("GEOKV_CLUSTER", "").encode()
-    hello_needed = cmd not in ("raw-nohello", "raw-badcluster", "raw-badversion", "raw-garbage")
+    hello_needed = cmd not in ("raw-nohello", "raw-badcluster", "raw-badversion", "raw-garbage",
+                               "raw-hello")
     c = Conn(addr, cluster=cluster, hello=hello_needed)
-    if cmd == "raw-badflags":
+    if cmd == "raw-hello":
+        # Just the HELLO (with GEOKV_TOKEN): HELLO_OK is "type=2 open".
+        token = os.environ.get("GEOKV_TOKEN", "").encode()
+        c.send(frame(T_HELLO, 0, struct.pack("<HB", 1, 1) + b8(cluster) + b16(token)))
+    elif cmd == "raw-badflags":
         c.send(frame(T_REQ, 7, enc_op("status"), flags=0x8000))
     elif cmd == "raw-toobig":
         # Announce a huge payload, send only a little: the server must not wait for it.
