@@ -53,11 +53,13 @@ static const struct setting settings[] = {
 	{"ttl-interval-ms", K_U32, S(ttl_interval_ms), 0, "expiry scan period (0 = off)"},
 	{"ttl-batch", K_U32, S(ttl_batch), 0, "expired keys deleted per scan"},
 	{"hello-timeout-ms", K_U32, S(hello_timeout_ms), 0,
-	 "close a connection that has not sent HELLO by then (0 = never)"},
+	 "ms to complete HELLO, else closed (0 = never)"},
 	{"idle-timeout-ms", K_U32, S(idle_timeout_ms), 0,
-	 "close a connection with no traffic and nothing in flight for this long (0 = never)"},
+	 "ms without traffic before a connection is closed (0 = never)"},
+	{"metrics-listen", K_STR, S(metrics_listen), sizeof(((prim_config_t *)0)->metrics_listen),
+	 "HOST:PORT for Prometheus GET /metrics, plain HTTP (default: off)"},
 	{"token-file", K_STR, S(token_file), sizeof(((prim_config_t *)0)->token_file),
-	 "file holding the token every HELLO must carry (default: none needed)"},
+	 "file with the token every HELLO must carry (default: none)"},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -254,15 +256,15 @@ static void usage(FILE *f)
 		"with -c (keys at top level or in [primary], named as the flags below without\n"
 		"'--'), then the flags.\n"
 		"\n"
-		"  -c, --config FILE      INI configuration file\n");
+		"  -c, --config FILE              INI configuration file\n");
 	for (size_t i = 0; i < NSETTINGS; i++) {
 		char flag[40];
 		snprintf(flag, sizeof flag, "--%s VALUE", settings[i].name);
 		fprintf(f, "      %-26s %s\n", flag, settings[i].help);
 	}
 	fprintf(f,
-		"  -h, --help             this text\n"
-		"  -V, --version          print the version\n"
+		"  -h, --help                     this text\n"
+		"  -V, --version                  print the version\n"
 		"\n"
 		"Signals: SIGTERM/SIGINT stop gracefully (in-flight writes finish, store synced).\n");
 }

@@ -116,6 +116,8 @@ static void q_prepend(prim_queue_t *q, prim_queue_t *front)
 static void finish_prop(prim_t *p, prim_prop_t *x, const kv_result_t *r)
 {
 	if (x->conn != NULL) {
+		prim__stat_request(p, x->op, r->status);
+		proto_metrics_hist_observe(&p->st.write_latency, (uv_hrtime() - x->recv_ns) / 1000);
 		if (r->status == 0) {
 			prim__reply_write(x->conn, x->req_id, x->op, r);
 		} else if (r->status == KV_EBATCH) {
@@ -133,6 +135,8 @@ static void finish_prop(prim_t *p, prim_prop_t *x, const kv_result_t *r)
 		/* A TTL delete: losing the race to a newer write is the normal case. */
 		if (p->ttl_outstanding)
 			p->ttl_outstanding--;
+		if (r->status == 0)
+			p->st.expired++;
 		if (r->status != 0 && r->status != KV_EREVISION && r->status != KV_ENOTFOUND &&
 		    r->status != KV_ENOBUCKET)
 			GK_WARN("primary", "expiry delete failed", "err=%s", geokv_errname(r->status));
@@ -261,8 +265,12 @@ static void job_work(uv_work_t *req)
 		j->err = kv_log_append(log, j->ents, j->group.n, &j->hs);
 		wrote = wrote || j->err == 0;
 	}
-	if (wrote)
+	j->sync_ns = 0;
+	if (wrote) {
+		uint64_t t0 = uv_hrtime();
 		j->sync_err = kv_log_sync(log);
+		j->sync_ns = uv_hrtime() - t0;
+	}
 	/* Compaction needs no fsync of its own: if it is lost, the next one redoes it. */
 	if (j->compact_to)
 		j->compact_err = kv_log_compact(log, j->compact_to);
@@ -284,6 +292,8 @@ static void job_done(uv_work_t *req, int status)
 			 "err=\"%s\"", geokv_strerror(j->sync_err));
 		exit(1);
 	}
+	if (j->sync_ns)
+		proto_metrics_hist_observe(&p->st.fsync_latency, j->sync_ns / 1000);
 	if (j->compact_err != 0)
 		GK_WARN("primary", "log compaction failed", "upto=%" PRIu64 " err=%s",
 			j->compact_to, geokv_errname(j->compact_err));
@@ -363,6 +373,8 @@ static void kick(prim_t *p)
 	 * written with the group becomes true at the same fsync. */
 	j->hs = (kv_log_hard_t){.term = 1, .vote = p->cfg->node_id,
 				.commit = j->group.n ? j->group.tail->index : p->commit};
+	if (j->group.n)
+		proto_metrics_hist_observe(&p->st.group_entries, j->group.n);
 	p->job_running = true;
 	int rc = uv_queue_work(p->loop, &j->req, job_work, job_done);
 	if (rc != 0) {
@@ -400,6 +412,7 @@ int prim__propose(prim_t *p, prim_conn_t *conn, uint64_t req_id, uint8_t op,
 	x->op = op;
 	x->err = 0;
 	x->index = 0;
+	x->recv_ns = uv_hrtime();
 	if (conn)
 		prim__conn_ref(conn);
 	q_push(&p->pending, x);
@@ -433,7 +446,10 @@ void prim__status(prim_t *p, proto_status_t *st)
 static void sync_work(uv_work_t *req)
 {
 	prim_t *p = req->data;
+	uint64_t t0 = uv_hrtime();
+
 	p->sync_err = kv_sync(p->store);
+	p->sync_ns = uv_hrtime() - t0;
 }
 
 static void sync_done(uv_work_t *req, int status)
@@ -442,6 +458,7 @@ static void sync_done(uv_work_t *req, int status)
 
 	p->sync_running = false;
 	(void)status;
+	proto_metrics_hist_observe(&p->st.store_sync_latency, p->sync_ns / 1000);
 	if (p->sync_err != 0) {
 		GK_WARN("primary", "store sync failed", "err=\"%s\"", geokv_strerror(p->sync_err));
 	} else {
@@ -538,6 +555,7 @@ void prim__maybe_finish(prim_t *p)
 	uv_close((uv_handle_t *)&p->sig_term, on_close_noop);
 	uv_close((uv_handle_t *)&p->sig_int, on_close_noop);
 	prim__stop_sweep(p);
+	prim__metrics_close(p);
 	prim__close_all(p);
 	/* A peer that stopped reading would keep its connection (and us) open forever. */
 	uv_timer_start(&p->stop_timer, on_stop_timer, STOP_FLUSH_MS, 0);
@@ -696,6 +714,7 @@ int prim_run(const prim_config_t *cfg)
 		return -ENOMEM;
 	p->cfg = cfg;
 	p->loop = uv_default_loop();
+	prim__stats_init(&p->st);
 	if ((rc = open_storage(p)) != 0 || (rc = replay(p)) != 0)
 		goto out;
 	p->commit = kv_log_last_index(p->log);
@@ -708,8 +727,13 @@ int prim_run(const prim_config_t *cfg)
 		goto out;
 	}
 	publish_status(p);
-	if ((rc = prim__listen(p)) != 0)
+	if ((rc = prim__metrics_listen(p)) != 0)
 		goto out;
+	if ((rc = prim__listen(p)) != 0) {
+		prim__metrics_close(p);
+		uv_run(p->loop, UV_RUN_NOWAIT);
+		goto out;
+	}
 	uv_timer_init(p->loop, &p->sync_timer);
 	uv_timer_init(p->loop, &p->ttl_timer);
 	uv_timer_init(p->loop, &p->hb_timer);

@@ -56,6 +56,7 @@ typedef struct prim_config {
 	char token_file[1024];      /* file holding the HELLO token ("" = no credentials needed) */
 	uint8_t token[4096];        /* its contents, trailing whitespace removed (PROTO_MAX_TOKEN) */
 	uint32_t token_len;         /* 0 = any HELLO is accepted */
+	char metrics_listen[256];   /* HOST:PORT of the plain-HTTP /metrics listener ("" = off) */
 } prim_config_t;
 
 /* Fill c with the defaults above. */

@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "core/nodestat.h"
 #include "core/primary.h"
+#include "proto/metrics.h"
 #include "proto/proto.h"
 
 typedef struct prim prim_t;
@@ -39,6 +40,7 @@ typedef struct prim_prop {
 	uint64_t req_id;
 	uint64_t index;            /* log index, assigned when its group goes to the log */
 	uint8_t op;                /* proto_opcode, to encode the response */
+	uint64_t recv_ns;          /* uv_hrtime when proposed: write latency is measured from it */
 	int err;                   /* set when the entry was dropped: the answer */
 	size_t len;
 	uint8_t data[];
@@ -63,8 +65,50 @@ typedef struct prim_log_job {
 	kv_log_hard_t hs;
 	int err;                   /* append/truncate result */
 	int sync_err;
+	uint64_t sync_ns;          /* duration of kv_log_sync; 0 = no sync ran */
 	int compact_err;
 } prim_log_job_t;
+
+/* Why a frame was refused (geokv_primary_frames_rejected_total{reason}). */
+enum prim_reject {
+	PRIM_REJ_TOO_BIG,          /* frame over max-frame */
+	PRIM_REJ_BAD_HEADER,       /* undecodable frame header (flags, garbage) */
+	PRIM_REJ_NO_HELLO,         /* first frame was not HELLO */
+	PRIM_REJ_BAD_HELLO,        /* undecodable HELLO */
+	PRIM_REJ_VERSION,          /* HELLO: protocol version */
+	PRIM_REJ_CLUSTER,          /* HELLO: cluster id */
+	PRIM_REJ_AUTH,             /* HELLO: token */
+	PRIM_REJ_DUP_HELLO,        /* HELLO on an open session */
+	PRIM_REJ_UNKNOWN_TYPE,     /* frame type */
+	PRIM_REJ_UNKNOWN_OP,       /* REQ with an unknown op */
+	PRIM_REJ_FIELD_TOO_BIG,    /* REQ with a field over its protocol maximum */
+	PRIM_REJ_BAD_OP,           /* undecodable REQ (or BATCH inner op) */
+	PRIM_REJ_N
+};
+
+#define PRIM_STAT_OPS      15  /* 0 = unknown, then the 14 opcodes (prim__op_slot) */
+#define PRIM_STAT_STATUSES 28  /* 0 = ok, KV_E*, PROTO_E*, last = other (prim__status_slot) */
+
+/*
+ * Counters behind /metrics. Updated and read on the loop thread only (the scrape is served
+ * there too), so they are plain integers; the histograms use proto_metrics' single-writer
+ * observe. Durations in microseconds.
+ */
+typedef struct prim_stats {
+	uint64_t requests[PRIM_STAT_OPS][PRIM_STAT_STATUSES];
+	uint64_t rejected[PRIM_REJ_N];
+	uint64_t bytes_in, bytes_out;
+	uint64_t conns_accepted, conns_refused;
+	uint64_t timeouts_hello, timeouts_idle;
+	uint64_t expired;                  /* TTL deletes applied */
+	uint64_t metrics_scrapes;
+	proto_metrics_hist_t write_latency; /* receipt of a write to its answer */
+	proto_metrics_hist_t group_entries; /* entries per log job (one fsync) */
+	proto_metrics_hist_t fsync_latency; /* kv_log_sync of one group */
+	proto_metrics_hist_t store_sync_latency; /* kv_sync of state/ */
+} prim_stats_t;
+
+typedef struct prim_mconn prim_mconn_t;
 
 struct prim {
 	const prim_config_t *cfg;
@@ -93,6 +137,7 @@ struct prim {
 	bool sync_running;
 	uint64_t sync_target;      /* applied index when the running sync started */
 	int sync_err;
+	uint64_t sync_ns;          /* duration of the last kv_sync */
 	uint64_t synced_applied;   /* store durable up to here: compaction bound */
 	uint64_t compact_want;
 	uv_timer_t sync_timer;
@@ -113,6 +158,13 @@ struct prim {
 	bool stopping;
 	bool closed;
 	int exit_code;
+
+	/* metrics (core/prim_metrics.c) */
+	prim_stats_t st;
+	uv_tcp_t mlistener;        /* plain-HTTP /metrics listener, when metrics-listen is set */
+	bool mlistening;
+	prim_mconn_t *mconns;      /* open /metrics connections */
+	uint32_t nmconns;
 	prim_buf_t scratch;        /* encode buffer for internal proposals */
 };
 
@@ -138,6 +190,8 @@ void prim__maybe_finish(prim_t *p);
 /* ---- server.c: connections ---------------------------------------------------------- */
 
 int  prim__listen(prim_t *p);          /* bind + listen on cfg->listen */
+/* "HOST:PORT", "[v6]:PORT", ":PORT" or "*:PORT" (any IPv4) into ss: 0 or -EINVAL. */
+int  prim__parse_addr(const char *s, struct sockaddr_storage *ss);
 void prim__stop_accepting(prim_t *p);  /* close the listener, stop reading every conn */
 void prim__close_all(prim_t *p);       /* close every connection (after their writes) */
 void prim__close_all_now(prim_t *p);   /* close every connection, dropping queued output */
@@ -151,5 +205,15 @@ void prim__conn_inflight_done(prim_conn_t *c);
 void prim__reply_write(prim_conn_t *c, uint64_t id, uint8_t op, const kv_result_t *r);
 void prim__reply_error(prim_conn_t *c, uint64_t id, int code, const char *msg, uint32_t index,
 		       int cause);
+
+/* ---- prim_metrics.c: counters and the /metrics listener ------------------------------ */
+
+void prim__stats_init(prim_stats_t *st);
+/* Count one answered request: op is the opcode, status 0 or the code answered. */
+void prim__stat_request(prim_t *p, uint8_t op, int status);
+static inline void prim__stat_reject(prim_t *p, enum prim_reject r) { p->st.rejected[r]++; }
+
+int  prim__metrics_listen(prim_t *p);  /* no-op when metrics-listen is empty */
+void prim__metrics_close(prim_t *p);   /* close the listener and every /metrics connection */
 
 #endif

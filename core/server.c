@@ -127,8 +127,10 @@ static void on_write(uv_write_t *req, int status)
 	prim_buf_t *done = &c->out[!c->fill];
 
 	c->writing = false;
-	if (status == 0)
+	if (status == 0) {
 		c->active_ms = uv_now(c->p->loop);
+		c->p->st.bytes_out += done->len;
+	}
 	done->len = 0;
 	if (done->cap > OUT_KEEP_MAX)
 		prim__buf_free(done);
@@ -326,27 +328,32 @@ static void handle_hello(prim_conn_t *c, const proto_hdr_t *h, const uint8_t *pl
 	size_t clen = strlen(p->cfg->cluster_id);
 
 	if (h->type != PROTO_T_HELLO) {
+		prim__stat_reject(p, PRIM_REJ_NO_HELLO);
 		prim__reply_error(c, h->id, PROTO_EBADMSG, "expected HELLO", 0, 0);
 		close_after_flush(c);
 		return;
 	}
 	if (proto_hello_decode(pl, h->len, &m) != 0) {
+		prim__stat_reject(p, PRIM_REJ_BAD_HELLO);
 		prim__reply_error(c, h->id, PROTO_EBADMSG, "malformed HELLO", 0, 0);
 		close_after_flush(c);
 		return;
 	}
 	if (m.version != PROTO_VERSION) {
+		prim__stat_reject(p, PRIM_REJ_VERSION);
 		prim__reply_error(c, h->id, PROTO_EVERSION, NULL, 0, 0);
 		close_after_flush(c);
 		return;
 	}
 	if (m.cluster.len && (m.cluster.len != clen || memcmp(m.cluster.p, p->cfg->cluster_id, clen))) {
+		prim__stat_reject(p, PRIM_REJ_CLUSTER);
 		prim__reply_error(c, h->id, PROTO_ECLUSTER, NULL, 0, 0);
 		close_after_flush(c);
 		return;
 	}
 	if (p->cfg->token_len && !token_ok(p->cfg, &m.token)) {
 		GK_WARN("server", "bad credentials in HELLO, closing", "peer=%s", c->peer);
+		prim__stat_reject(p, PRIM_REJ_AUTH);
 		prim__reply_error(c, h->id, PROTO_EAUTH, NULL, 0, 0);
 		close_after_flush(c);
 		return;
@@ -379,6 +386,8 @@ static void handle_req(prim_conn_t *c, const proto_hdr_t *h, const uint8_t *pl)
 	if (rc == 0 && op.op == PROTO_OP_BATCH)
 		rc = check_batch(&op);
 	if (rc != 0) {
+		prim__stat_reject(p, rc == PROTO_EBADTYPE ? PRIM_REJ_UNKNOWN_OP :
+				     rc == PROTO_ETOOBIG ? PRIM_REJ_FIELD_TOO_BIG : PRIM_REJ_BAD_OP);
 		prim__reply_error(c, h->id, rc, NULL, 0, 0);
 		if (rc != PROTO_EBADTYPE && rc != PROTO_ETOOBIG)
 			close_after_flush(c);
@@ -386,12 +395,15 @@ static void handle_req(prim_conn_t *c, const proto_hdr_t *h, const uint8_t *pl)
 	}
 	if (proto_op_is_write(op.op)) {
 		if (c->inflight >= p->cfg->max_inflight) {
+			prim__stat_request(p, op.op, PROTO_EBUSY);
 			prim__reply_error(c, h->id, PROTO_EBUSY, NULL, 0, 0);
 			return;
 		}
 		rc = prim__propose(p, c, h->id, op.op, pl, h->len);
 		if (rc != 0) {
-			prim__reply_error(c, h->id, rc == -ENOMEM ? PROTO_EINTERNAL : rc, NULL, 0, 0);
+			rc = rc == -ENOMEM ? PROTO_EINTERNAL : rc;
+			prim__stat_request(p, op.op, rc);
+			prim__reply_error(c, h->id, rc, NULL, 0, 0);
 			return;
 		}
 		c->inflight++;
@@ -401,8 +413,9 @@ static void handle_req(prim_conn_t *c, const proto_hdr_t *h, const uint8_t *pl)
 		rc = append_frame(c, PROTO_T_RESP, h->id, enc_status, p);
 	else
 		rc = append_frame(c, PROTO_T_RESP, h->id, enc_read, &(struct read_arg){p, &op});
+	prim__stat_request(p, op.op, rc);
 	if (rc != 0)
-		prim__reply_error(c, h->id, rc == PROTO_ETOOBIG ? PROTO_ETOOBIG : rc, NULL, 0, 0);
+		prim__reply_error(c, h->id, rc, NULL, 0, 0);
 }
 
 static void handle_frame(prim_conn_t *c, const proto_hdr_t *h, const uint8_t *pl)
@@ -420,9 +433,11 @@ static void handle_frame(prim_conn_t *c, const proto_hdr_t *h, const uint8_t *pl
 			conn_close(c);
 		break;
 	case PROTO_T_HELLO:
+		prim__stat_reject(c->p, PRIM_REJ_DUP_HELLO);
 		prim__reply_error(c, h->id, PROTO_EBADMSG, "session already open", 0, 0);
 		break;
 	default:
+		prim__stat_reject(c->p, PRIM_REJ_UNKNOWN_TYPE);
 		prim__reply_error(c, h->id, PROTO_EBADTYPE, NULL, 0, 0);
 		break;
 	}
@@ -459,6 +474,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	}
 	c->in.len += (size_t)nread;
 	c->active_ms = uv_now(p->loop);
+	p->st.bytes_in += (uint64_t)nread;
 	while (!c->close_after_flush && !c->closing) {
 		proto_hdr_t h;
 		int rc = proto_hdr_decode(c->in.p + off, c->in.len - off, p->cfg->max_frame, &h);
@@ -471,12 +487,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 				 h.len, p->cfg->max_frame);
 			GK_WARN("server", "frame too big, closing", "peer=%s len=%" PRIu32, c->peer,
 				h.len);
+			prim__stat_reject(p, PRIM_REJ_TOO_BIG);
 			prim__reply_error(c, h.id, PROTO_ETOOBIG, msg, 0, 0);
 			close_after_flush(c);
 			break;
 		}
 		if (rc < 0) {
 			GK_WARN("server", "bad frame header, closing", "peer=%s", c->peer);
+			prim__stat_reject(p, PRIM_REJ_BAD_HEADER);
 			prim__reply_error(c, h.id, PROTO_EBADMSG, "bad frame header", 0, 0);
 			close_after_flush(c);
 			break;
@@ -542,10 +560,12 @@ static void on_connection(uv_stream_t *server, int status)
 		return;
 	}
 	if (p->nconns > p->cfg->max_conns || p->stopping) {
+		p->st.conns_refused++;
 		GK_WARN("server", "too many connections, refusing", "max=%" PRIu32, p->cfg->max_conns);
 		conn_close(c);
 		return;
 	}
+	p->st.conns_accepted++;
 	uv_tcp_nodelay(&c->tcp, 1);
 	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &namelen) == 0) {
 		char ip[48];
@@ -600,6 +620,10 @@ static void on_sweep(uv_timer_t *t)
 			continue;
 		GK_DEBUG("server", "connection timed out, closing", "peer=%s reason=%s ms=%" PRIu64,
 			 c->peer, why, since);
+		if (why[0] == 'h')
+			p->st.timeouts_hello++;
+		else
+			p->st.timeouts_idle++;
 		conn_close(c);
 	}
 }
@@ -630,7 +654,7 @@ void prim__stop_sweep(prim_t *p)
 }
 
 /* Parse "host:port", "[v6]:port"; fills a sockaddr. */
-static int parse_addr(const char *s, struct sockaddr_storage *ss)
+int prim__parse_addr(const char *s, struct sockaddr_storage *ss)
 {
 	char host[256];
 	const char *colon;
@@ -668,7 +692,7 @@ int prim__listen(prim_t *p)
 	struct sockaddr_storage ss;
 	int rc;
 
-	if (parse_addr(p->cfg->listen, &ss) != 0) {
+	if (prim__parse_addr(p->cfg->listen, &ss) != 0) {
 		GK_ERROR("server", "bad listen address", "listen=%s hint=\"HOST:PORT\"", p->cfg->listen);
 		return -EINVAL;
 	}

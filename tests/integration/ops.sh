@@ -161,5 +161,153 @@ else
 	fail "daemon starts without a token" "$(cat "$TMP/noauth.log")"
 fi
 
+# ---- /metrics -----------------------------------------------------------------------------------
+# http REQUEST-BYTES (python escapes) [PAUSE]: send to the metrics port, print the status line and
+# the body length; with PAUSE, send the request in two halves PAUSE seconds apart.
+http() {
+	python3 - "$MADDR" "$1" "${2:-0}" <<'PY'
+import socket, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+req = sys.argv[2].encode().decode("unicode_escape").encode("latin-1")
+s = socket.create_connection((host, int(port)), timeout=10)
+if float(sys.argv[3]):
+    s.sendall(req[:len(req) // 2]); time.sleep(float(sys.argv[3])); s.sendall(req[len(req) // 2:])
+else:
+    s.sendall(req)
+data = b""
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    data += d
+head, _, body = data.partition(b"\r\n\r\n")
+print(head.split(b"\r\n")[0].decode(), "body=%d" % len(body))
+PY
+}
+scrape() { python3 -c "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen('http://$MADDR/metrics', timeout=10).read().decode())" >"$1"; }
+# metric FILE 'name{labels}' : the sample's value (empty when absent)
+metric() { awk -v k="$2" '$1 == k { print $2 }' "$1"; }
+# grew NAME FILE1 FILE2 'name{labels}' MIN : ok when the value grew by at least MIN
+grew() {
+	local a b; a=$(metric "$2" "$4"); b=$(metric "$3" "$4")
+	if [ -n "$a" ] && [ -n "$b" ] && python3 -c "import sys; sys.exit(0 if float('$b') - float('$a') >= float('$5') else 1)"; then
+		ok "$1"
+	else
+		fail "$1" "$4: before=$a after=$b, want growth >= $5"
+	fi
+}
+# is NAME FILE 'name{labels}' VALUE
+is() { local v; v=$(metric "$2" "$3"); if [ "$v" = "$4" ]; then ok "$1"; else fail "$1" "$3 = '$v', want $4"; fi; }
+promcheck() {
+	if command -v promtool >/dev/null; then
+		local out; if out=$(promtool check metrics <"$2" 2>&1); then ok "$1"; else fail "$1" "$out"; fi
+	else
+		skip "$1" "promtool not installed (deploy/deps.sh test)"
+	fi
+}
+
+MPORT=$(free_port)
+MADDR=127.0.0.1:$MPORT
+if start metrics --metrics-listen "$MADDR" --idle-timeout-ms 60000; then
+	ok "daemon starts with --metrics-listen"
+else
+	fail "daemon starts with --metrics-listen" "$(cat "$TMP/metrics.log")"
+fi
+check "the metrics listener is logged" grep -q "INFO metrics serving /metrics listen=$MADDR" "$LOG"
+scrape "$TMP/m1"
+check "GET /metrics answers" grep -q '^geokv_primary_revision 0$' "$TMP/m1"
+promcheck "promtool check metrics: first scrape" "$TMP/m1"
+
+raw idle 8 >/dev/null 2>&1 &
+IDLE=$!
+raw bucket-add users >/dev/null
+expect "a pipelined load of 2000 puts" "acked=2000 errors=0" raw load users 2000 100 "$TMP/acks"
+raw get users k000001 >/dev/null
+raw get users nosuch >/dev/null
+raw raw-badop >/dev/null
+raw raw-unknown-type >/dev/null
+raw raw-badcluster >/dev/null
+sleep 0.2
+scrape "$TMP/m2"
+promcheck "promtool check metrics: after writes" "$TMP/m2"
+is   "requests_total counts the puts"        "$TMP/m2" 'geokv_primary_requests_total{op="put",status="ok"}' 2000
+is   "requests_total counts bucket_add"      "$TMP/m2" 'geokv_primary_requests_total{op="bucket_add",status="ok"}' 1
+grew "requests_total counts the GETs"        "$TMP/m1" "$TMP/m2" 'geokv_primary_requests_total{op="get",status="ok"}' 1
+is   "requests_total counts errors by name"  "$TMP/m2" 'geokv_primary_requests_total{op="get",status="KV_ENOTFOUND"}' 1
+grew "write latency histogram moves"         "$TMP/m1" "$TMP/m2" 'geokv_primary_write_duration_seconds_count' 2001
+grew "write latency +Inf bucket = count"     "$TMP/m1" "$TMP/m2" 'geokv_primary_write_duration_seconds_bucket{le="+Inf"}' 2001
+grew "fsync latency histogram moves"         "$TMP/m1" "$TMP/m2" 'geokv_primary_log_fsync_duration_seconds_count' 1
+groups=$(metric "$TMP/m2" geokv_primary_commit_group_entries_count)
+gsum=$(metric "$TMP/m2" geokv_primary_commit_group_entries_sum)
+if [ -n "$groups" ] && [ "$gsum" = 2001 ] && [ "$groups" -lt 2001 ]; then
+	ok "group commit histogram: 2001 entries in $groups groups"
+else
+	fail "group commit histogram" "count=$groups sum=$gsum"
+fi
+is   "revision gauge"                        "$TMP/m2" geokv_primary_revision 2001
+is   "applied index gauge"                   "$TMP/m2" geokv_primary_applied_index 2001
+is   "log last index gauge"                  "$TMP/m2" geokv_primary_log_last_index 2001
+is   "log first index gauge"                 "$TMP/m2" geokv_primary_log_first_index 1
+is   "live keys gauge"                       "$TMP/m2" geokv_primary_store_keys 2000
+grew "store map used grows"                  "$TMP/m1" "$TMP/m2" geokv_primary_store_map_used_bytes 100000
+check "store map size reported"              [ -n "$(metric "$TMP/m2" geokv_primary_store_map_size_bytes)" ]
+is   "open connections gauge (one idle peer)" "$TMP/m2" geokv_primary_connections_open 1
+grew "bytes in"                              "$TMP/m1" "$TMP/m2" geokv_primary_received_bytes_total 200000
+grew "bytes out"                             "$TMP/m1" "$TMP/m2" geokv_primary_sent_bytes_total 10000
+is   "rejected frames: unknown op"           "$TMP/m2" 'geokv_primary_frames_rejected_total{reason="unknown_op"}' 1
+is   "rejected frames: unknown type"         "$TMP/m2" 'geokv_primary_frames_rejected_total{reason="unknown_type"}' 1
+is   "rejected frames: cluster"              "$TMP/m2" 'geokv_primary_frames_rejected_total{reason="cluster"}' 1
+kill "$IDLE" 2>/dev/null; wait "$IDLE" 2>/dev/null
+
+expect "GET /metrics: 200"                   "HTTP/1.1 200 OK" http 'GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n'
+expect "GET /metrics?x=1: 200"               "HTTP/1.1 200 OK" http 'GET /metrics?x=1 HTTP/1.0\r\n\r\n'
+expect "HEAD /metrics: 200, no body"         "HTTP/1.1 200 OK body=0" http 'HEAD /metrics HTTP/1.1\r\n\r\n'
+expect "request split across packets: 200"   "HTTP/1.1 200 OK" http 'GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n' 0.3
+expect "other path: 404"                     "HTTP/1.1 404" http 'GET / HTTP/1.1\r\n\r\n'
+expect "POST: 405"                           "HTTP/1.1 405" http 'POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n'
+expect "garbage: 400"                        "HTTP/1.1 400" http 'hello\r\n\r\n'
+expect "request head over 8 KiB: 431"        "HTTP/1.1 431" http "GET /metrics HTTP/1.1\r\nX: $(head -c 9000 /dev/zero | tr '\0' a)\r\n\r\n"
+# A silent scraper holds no one up, and is cut after its 5 s budget.
+python3 - "$MADDR" >"$TMP/msilent" 2>&1 <<'PY' &
+import socket, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+s = socket.create_connection((host, int(port)))
+t0 = time.monotonic()
+s.settimeout(15)
+try:
+    s.recv(10)
+except OSError:
+    pass
+print("closed after=%d" % ((time.monotonic() - t0) * 1000))
+PY
+MSIL=$!
+sleep 0.2
+expect "a scrape while another /metrics peer is silent"  "HTTP/1.1 200 OK" http 'GET /metrics HTTP/1.1\r\n\r\n'
+expect "client traffic while a /metrics peer is silent"  "revision=2001" raw status
+wait "$MSIL"
+out=$(cat "$TMP/msilent")
+case "$out" in
+"closed after="*) in_range "a silent /metrics peer is cut after 5 s" "${out#closed after=}" 4500 7000 ;;
+*) fail "a silent /metrics peer is cut" "got: $out" ;;
+esac
+scrape "$TMP/m3"
+grew "scrapes are counted"                   "$TMP/m2" "$TMP/m3" geokv_primary_metrics_scrapes_total 5
+stop_term
+check "clean exit with /metrics" [ "$RC" -eq 0 ]
+
+# Off by default; a bad or busy address is a start-up error.
+if start nometrics; then
+	check "no /metrics listener by default" bash -c "! grep -q 'serving /metrics' '$LOG'"
+	BUSY=$ADDR
+	"$PRIM" --data "$TMP/busy" --listen "127.0.0.1:$(free_port)" --metrics-listen "$BUSY" >"$TMP/busy.log" 2>&1
+	RC=$?
+	check "metrics-listen on a port in use: exit 1" [ "$RC" -eq 1 ]
+	check "... with an ERROR line" grep -q 'ERROR metrics cannot listen' "$TMP/busy.log"
+	stop_term
+fi
+"$PRIM" --data "$TMP/bad" --metrics-listen "nonsense" >"$TMP/bad.log" 2>&1
+RC=$?
+check "a bad metrics-listen address: exit 1 with an ERROR line" bash -c "[ $RC -eq 1 ] && grep -q 'bad metrics-listen address' '$TMP/bad.log'"
+
 echo "1..$N"
 [ "$FAILED" -eq 0 ]
