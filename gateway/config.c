@@ -44,6 +44,8 @@ static const struct key {
 	K("tls", "tickets", K_BOOL, tickets, "issue session tickets (true)"),
 	K("tls", "ticket_lifetime_s", K_U32, ticket_lifetime_s, "ticket key lifetime (86400)"),
 	K("tls", "cache_size", K_INT, cache_size, "session-id cache entries; -1 = off (10000)"),
+	K("tls", "handshake_threads", K_INT, handshake_threads,
+	  "threads running full handshakes off the loops; 0 = one per core, -1 = inline (0)"),
 	K("limits", "max_header_bytes", K_U32, lim.max_header_bytes, "request line + headers (8192)"),
 	K("limits", "max_uri", K_U32, lim.max_uri, "request target bytes (4096)"),
 	K("limits", "max_headers", K_U32, lim.max_headers, "header lines (64)"),

@@ -48,6 +48,7 @@ typedef struct gw_config {
 	bool tickets;
 	uint32_t ticket_lifetime_s;
 	int cache_size;
+	int handshake_threads;       /* full-handshake pool; 0 = one per core, -1 = on the loop */
 	uint32_t workers;            /* 0 = one per core */
 	uint32_t max_conns;          /* whole process */
 	uint32_t backlog;
