@@ -452,6 +452,10 @@ int raft_step(raft_t *r, const raft_msg_t *m)
 		return RAFT_EBUSY;
 	if (m->type == 0 || m->type >= RAFT_MSG_TYPE_MAX)
 		return RAFT_EINVAL;
+	/* Before the term rules: "index i with term t is committed" stays true forever, so
+	 * even an answer from a voter stuck in an older term teaches it. */
+	if (m->type == RAFT_MSG_VOTE_RESP || m->type == RAFT_MSG_PREVOTE_RESP)
+		learn_commit(r, m);
 	if (m->term == 0) {
 		/* forwarded requests: no term rules */
 	} else if (m->term > r->term) {
@@ -488,8 +492,6 @@ int raft_step(raft_t *r, const raft_msg_t *m)
 		handle_vote(r, m);
 		return 0;
 	}
-	if (m->type == RAFT_MSG_VOTE_RESP || m->type == RAFT_MSG_PREVOTE_RESP)
-		learn_commit(r, m);
 	return r->step_fn(r, m);
 }
 
