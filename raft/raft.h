@@ -23,7 +23,7 @@
  *   raft_tick / raft_step / raft_propose / raft_read_index ...   (any number)
  *   if (raft_has_ready(r)) {
  *       raft_ready(r, &rd);
- *       1. if rd.snapshot_chunk.len or .last: store the chunk at its offset (staging);
+ *       1. if rd.snapshot_chunk: store its bytes at its offset (staging, offset 0 restarts);
  *          if rd.snapshot: install it (state machine from the staged bytes, log discarded,
  *          snapshot meta stored; the log continues at rd.snapshot->index + 1);
  *       2. append rd.entries (when rd.entries[0].index <= last stored index, delete the
