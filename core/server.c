@@ -112,6 +112,7 @@ static void close_after_flush(prim_conn_t *c)
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void process_input(prim_conn_t *c);
 
 static void start_reading(prim_conn_t *c)
 {
@@ -144,7 +145,11 @@ static void on_write(uv_write_t *req, int status)
 	flush(c);
 	if (c->paused && c->out[c->fill].len < OUT_HIGH_WATER) {
 		c->paused = false;
-		start_reading(c);
+		process_input(c); /* the frames left while paused; may pause again */
+		if (!c->paused)
+			start_reading(c);
+		if (c->closing)
+			return;
 	}
 	if (c->close_after_flush && !c->writing && c->out[c->fill].len == 0)
 		conn_close(c);
@@ -457,28 +462,30 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	*buf = uv_buf_init((char *)c->in.p + c->in.len, (unsigned)(c->in.cap - c->in.len));
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+/*
+ * Handle every complete frame in c->in, but stop while OUT_HIGH_WATER bytes of replies wait
+ * for a write already in progress: a peer that pipelines requests for large values without
+ * reading the replies would otherwise make one 64 KiB read turn into gigabytes of buffered
+ * replies (2,000 GETs of a 1 MiB value). The frames left over stay in c->in, reading stops
+ * (`paused`), and on_write resumes here once the output drains.
+ */
+static void process_input(prim_conn_t *c)
 {
-	prim_conn_t *c = s->data;
 	prim_t *p = c->p;
 	size_t off = 0;
 
-	(void)buf;
-	if (nread < 0) {
-		if (nread != UV_EOF)
-			GK_DEBUG("server", "read failed", "peer=%s err=%s", c->peer,
-				 uv_err_name((int)nread));
-		/* Answers still owed are dropped with the socket; proposals still commit. */
-		conn_close(c);
-		return;
-	}
-	c->in.len += (size_t)nread;
-	c->active_ms = uv_now(p->loop);
-	p->st.bytes_in += (uint64_t)nread;
 	while (!c->close_after_flush && !c->closing) {
 		proto_hdr_t h;
-		int rc = proto_hdr_decode(c->in.p + off, c->in.len - off, p->cfg->max_frame, &h);
+		int rc;
 
+		if (c->out[c->fill].len >= OUT_HIGH_WATER) {
+			flush(c); /* starts a write unless one runs: then fill is empty again */
+			if (c->out[c->fill].len >= OUT_HIGH_WATER) {
+				c->paused = true;
+				break;
+			}
+		}
+		rc = proto_hdr_decode(c->in.p + off, c->in.len - off, p->cfg->max_frame, &h);
 		if (rc == PROTO_EAGAIN)
 			break;
 		if (rc == PROTO_ETOOBIG) {
@@ -504,7 +511,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	}
 	if (c->closing)
 		goto out;
-	/* Keep the partial frame at the front; make room for all of it if its header says. */
+	/* Keep what is left (a partial frame, or whole frames while paused) at the front; make
+	 * room for all of a partial frame if its header says. */
 	if (off > 0) {
 		memmove(c->in.p, c->in.p + off, c->in.len - off);
 		c->in.len -= off;
@@ -520,14 +528,33 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		prim__buf_free(&c->in); /* one huge frame must not pin its buffer forever */
 	}
 	flush(c);
-	if (c->out[c->fill].len >= OUT_HIGH_WATER && c->reading) {
+	if (c->paused && c->reading) {
 		/* The peer is not reading its replies: stop taking requests until it does. */
-		uv_read_stop(s);
+		uv_read_stop((uv_stream_t *)&c->tcp);
 		c->reading = false;
-		c->paused = true;
 	}
 out:
 	prim__kick(p);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	prim_conn_t *c = s->data;
+	prim_t *p = c->p;
+
+	(void)buf;
+	if (nread < 0) {
+		if (nread != UV_EOF)
+			GK_DEBUG("server", "read failed", "peer=%s err=%s", c->peer,
+				 uv_err_name((int)nread));
+		/* Answers still owed are dropped with the socket; proposals still commit. */
+		conn_close(c);
+		return;
+	}
+	c->in.len += (size_t)nread;
+	c->active_ms = uv_now(p->loop);
+	p->st.bytes_in += (uint64_t)nread;
+	process_input(c);
 }
 
 /* ---- accept --------------------------------------------------------------------------- */

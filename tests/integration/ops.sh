@@ -103,6 +103,16 @@ case "$out" in
 "closed after="*) in_range "an idle connection is cut at the idle timeout" "${out#closed after=}" 950 2500 ;;
 *) fail "an idle connection is cut" "got: $out" ;;
 esac
+raw bucket-add slow >/dev/null
+out=$(raw noread slow)
+case "$out" in
+"closed after="*) in_range "a peer that stops reading its replies is cut at the idle timeout" "${out#closed after=}" 0 2500 ;;
+*) fail "a peer that stops reading its replies is cut" "got: $out" ;;
+esac
+# One 64 KiB read of GETs for a 1 MiB value once queued ~2 GiB of replies: replies now stop
+# at the output high-water mark (16 MiB), so the daemon's peak memory stays small.
+hwm=$(awk '/^VmHWM/ { print int($2 / 1024) }' "/proc/$PID/status")
+check "a non-reading peer cannot make the daemon buffer without bound (peak ${hwm} MiB)" [ "${hwm:-9999}" -lt 400 ]
 check "DEBUG line for the HELLO timeout" grep -q 'DEBUG server connection timed out, closing .*reason=hello' "$LOG"
 check "DEBUG line for the idle timeout"  grep -q 'DEBUG server connection timed out, closing .*reason=idle' "$LOG"
 expect "still serving after the cuts" "revision=" raw status

@@ -19,6 +19,9 @@ usage: rawclient.py HOST:PORT COMMAND [ARGS...]
   silent [SECONDS]               connect, send nothing: "closed after=MS" when the server cuts
                                  the connection within SECONDS (default 30), else "open"
   idle [SECONDS]                 HELLO, then nothing: "closed after=MS" or "open"
+  noread BUCKET                  put a 1 MiB value, then send GETs of it without reading a
+                                 reply: "closed after=MS" (counted from when the server stopped
+                                 taking requests) or "open"
   busy SECONDS INTERVAL_MS       HELLO, then a STATUS every INTERVAL_MS for SECONDS:
                                  "open answered=N" or "closed after=MS answered=N"
   raw-badflags | raw-toobig N | raw-garbage | raw-nohello | raw-badcluster | raw-badversion |
@@ -188,6 +191,8 @@ def main(argv):
         ms = c.wait_closed(float(args[0]) if args else 30)
         print("open" if ms is None else "closed after=%d" % ms)
         return 0
+    if cmd == "noread":
+        return noread(c, args[0])
     if cmd == "busy":
         return busy(c, float(args[0]), int(args[1]) / 1000.0)
     rev_body = lambda p: "rev=%d" % struct.unpack_from("<Q", p)[0]
@@ -281,6 +286,32 @@ def busy(c, seconds, interval):
         print("closed after=%d answered=%d" % ((time.monotonic() - t0) * 1000, answered))
         return 1
     print("open answered=%d" % answered)
+    return 0
+
+
+def noread(c, bucket):
+    """A peer that stops reading its replies: it must be cut, not buffered for forever.
+    Never reads after the PUT: keeps trying to send GETs and notices the server's reset."""
+    t, _ = c.req(enc_op("put", bucket, b"big", b"x" * (1 << 20)))
+    if t != T_RESP:
+        print("put failed")
+        return 2
+    get = frame(T_REQ, 1, enc_op("get", bucket, b"big"))
+    c.s.settimeout(0.2)
+    stalled = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            c.s.send(get)
+        except (socket.timeout, TimeoutError, BlockingIOError):
+            if stalled is None:
+                stalled = time.monotonic()  # our send buffer is full: the server stopped reading
+            if time.monotonic() - stalled > 30:
+                break
+        except OSError:
+            print("closed after=%d" % ((time.monotonic() - (stalled or time.monotonic())) * 1000))
+            return 0
+    print("open")
     return 0
 
 
