@@ -285,6 +285,7 @@ typedef struct gw_main {
 	uint32_t nworkers;
 	char host[256];
 	int port;
+	uint32_t test_hs_delay_ms;   /* GEOKV_GW_TEST_HS_DELAY_MS: tests make pool steps slow */
 } gw_main_t;
 
 int gw_worker_start(gw_worker_t *w);     /* spawns the thread; waits until it listens */

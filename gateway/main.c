@@ -131,6 +131,17 @@ int main(int argc, char **argv)
 	m.nworkers = m.cfg.workers ? m.cfg.workers : uv_available_parallelism();
 	if (m.nworkers == 0)
 		m.nworkers = 1;
+	if (!m.cfg.plain && m.cfg.handshake_threads >= 0 && getenv("UV_THREADPOOL_SIZE") == NULL) {
+		/* Full handshakes run on libuv's pool (conn.c); size it before its first use.
+		 * One thread per core: more only queue for the same CPUs. */
+		char n[16];
+		snprintf(n, sizeof n, "%u", m.cfg.handshake_threads > 0
+						    ? (unsigned)m.cfg.handshake_threads
+						    : uv_available_parallelism());
+		setenv("UV_THREADPOOL_SIZE", n, 1);
+	}
+	if (getenv("GEOKV_GW_TEST_HS_DELAY_MS") != NULL) /* tests only: see conn.c hs_work_cb */
+		m.test_hs_delay_ms = (uint32_t)strtoul(getenv("GEOKV_GW_TEST_HS_DELAY_MS"), NULL, 10);
 	m.workers = calloc(m.nworkers, sizeof *m.workers);
 	if (m.workers == NULL)
 		return 1;

@@ -452,13 +452,35 @@ static int map_err(proto_tls_conn_t *t, int rc)
 	return PROTO_EBADMSG;
 }
 
-int proto_tls_handshake(proto_tls_conn_t *t)
+bool proto_tls_handshake_costly(const proto_tls_conn_t *t)
+{
+	const mbedtls_ssl_context *s = &t->ssl;
+
+	if (t->established || s->handshake == NULL || s->handshake->resume)
+		return false;
+	if (s->conf->endpoint == MBEDTLS_SSL_IS_SERVER) {
+		/* ServerKeyExchange: ECDHE key generation and the signature; ClientKeyExchange:
+		 * the ECDHE shared secret. Reading the client's message only pays off once some
+		 * of it is here (else the step just asks for input). */
+		if (s->state == MBEDTLS_SSL_SERVER_KEY_EXCHANGE)
+			return true;
+		return s->state == MBEDTLS_SSL_CLIENT_KEY_EXCHANGE && t->in_len > 0;
+	}
+	/* Client: verifying the server's chain and signature, and its own ECDHE. */
+	return s->state == MBEDTLS_SSL_SERVER_CERTIFICATE ||
+	       s->state == MBEDTLS_SSL_SERVER_KEY_EXCHANGE ||
+	       s->state == MBEDTLS_SSL_CLIENT_KEY_EXCHANGE;
+}
+
+static int handshake_run(proto_tls_conn_t *t, bool stop_costly)
 {
 	int rc = 0;
 
 	if (t->established)
 		return 0;
 	while (t->ssl.state != MBEDTLS_SSL_HANDSHAKE_OVER) {
+		if (stop_costly && proto_tls_handshake_costly(t))
+			return PROTO_EBUSY;
 		rc = mbedtls_ssl_handshake_step(&t->ssl);
 		/* The handshake params (and their resume flag) are freed when it completes. */
 		if (t->ssl.handshake != NULL && t->ssl.handshake->resume)
@@ -469,6 +491,10 @@ int proto_tls_handshake(proto_tls_conn_t *t)
 	t->established = true;
 	return 0;
 }
+
+int proto_tls_handshake(proto_tls_conn_t *t) { return handshake_run(t, false); }
+
+int proto_tls_handshake_cheap(proto_tls_conn_t *t) { return handshake_run(t, true); }
 
 long proto_tls_read(proto_tls_conn_t *t, void *buf, size_t cap)
 {

@@ -7,9 +7,12 @@
  *   proto_tls_shared_t  state every thread shares: session-ticket keys and the session cache,
  *                       so a client resumes on whichever worker SO_REUSEPORT hands it to, and
  *                       tickets survive a certificate reload. Thread-safe (mbedTLS mutexes).
- *   proto_tls_conf_t    one per thread: mbedtls_ssl_config with its own DRBG and its own
- *                       parsed certificate and key. Not shared because mbedTLS's ECP code
- *                       fills per-key precomputation lazily, which is not thread-safe.
+ *   proto_tls_conf_t    one per event loop: mbedtls_ssl_config with its own DRBG and its own
+ *                       parsed certificate and key. Handshake steps of its connections may
+ *                       also run on pool threads (proto_tls_handshake_cheap), so everything
+ *                       it holds is either read-only once built or locked: the DRBG takes
+ *                       its mutex (Debian's mbedTLS has MBEDTLS_THREADING_PTHREAD), and the
+ *                       key is only read while signing.
  *   proto_tls_conn_t    one per connection, with a callback BIO: the caller feeds received
  *                       ciphertext with proto_tls_feed() and receives ciphertext to transmit
  *                       through its send callback, so it fits any event loop (libuv here).
@@ -155,6 +158,16 @@ static inline size_t proto_tls_unconsumed(const proto_tls_conn_t *t) { return t-
 /* Advance the handshake: 0 when established (then `resumed` is known), PROTO_EAGAIN when more
  * input is needed, PROTO_EBADMSG on failure. */
 int proto_tls_handshake(proto_tls_conn_t *t);
+
+/* Like proto_tls_handshake, but stops before a step that does public-key crypto (see
+ * proto_tls_handshake_costly) and returns PROTO_EBUSY: the caller may run the rest with
+ * proto_tls_handshake on another thread (nothing else may touch `t` meanwhile; the send
+ * callback is then called on that thread). Resumed handshakes never stop. */
+int proto_tls_handshake_cheap(proto_tls_conn_t *t);
+
+/* Is the next handshake step a costly one (ECDHE, signing, or a client's verification)?
+ * Server side: writing ServerKeyExchange, or ClientKeyExchange with some of it received. */
+bool proto_tls_handshake_costly(const proto_tls_conn_t *t);
 
 /* Decrypt up to cap bytes: >0 bytes, PROTO_EAGAIN (need input), PROTO_ECLOSED, PROTO_EBADMSG.
  * Call again while it returns >0: a record may hold more than cap. */

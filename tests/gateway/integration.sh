@@ -24,6 +24,11 @@ trap cleanup EXIT
 
 ok() { n=$((n+1)); echo "ok $n - $1"; }
 nok() { n=$((n+1)); fails=$((fails+1)); echo "not ok $n - $1"; [ $# -gt 1 ] && echo "# $2"; }
+t_term() { # name pid: not through check(), whose subshell cannot wait for our children
+	kill -TERM "$2"
+	wait "$2"; local rc=$?
+	if [ $rc = 0 ]; then ok "$1"; else nok "$1" "exit $rc"; fi
+}
 check() { # name, command...
 	local name=$1; shift
 	if out=$("$@" 2>&1); then ok "$name"; else nok "$name" "$(echo "$out" | tail -n 5 | tr '\n' '|')"; fi
@@ -311,6 +316,166 @@ PY
 }
 check "SIGHUP reloads the certificate; open connections keep working" t_reload
 
+# ---- full handshakes on the pool: they must not stall established connections -------------
+# A third gateway, one worker, whose pool steps sleep GEOKV_GW_TEST_HS_DELAY_MS first (a test
+# hook), so a full handshake is slow enough to observe without timing the machine.
+HP=$(free_port)
+GEOKV_GW_TEST_HS_DELAY_MS=400 "$GW" --data "$data" --listen "127.0.0.1:$HP" \
+	--cert "$tmp/certs/server.crt" --key "$tmp/certs/server.key" --workers 1 \
+	--set health.require_node=false --set limits.handshake_timeout_ms=2500 \
+	--set tls.handshake_threads=2 >"$tmp/gw-hs.log" 2>&1 &
+HSPID=$!
+pids+=("$HSPID")
+wait_port "$HP" || { cat "$tmp/gw-hs.log"; echo "Bail out! gateway (handshake pool) did not start"; exit 1; }
+cat >"$tmp/hs.py" <<'PY'
+import os, select, socket, ssl, sys, threading, time
+port = int(sys.argv[1])
+def ctx():
+    c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    c.check_hostname = False; c.verify_mode = ssl.CERT_NONE
+    c.maximum_version = ssl.TLSVersion.TLSv1_2
+    return c
+def keepalive():
+    s = ctx().wrap_socket(socket.create_connection(("127.0.0.1", port), 5))
+    s.settimeout(10)
+    return s
+def get(s, key=b"hello"):
+    s.sendall(b"GET /kv/" + key + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    d = b""
+    while b"\r\n\r\n" not in d or not d.endswith(b"world"):
+        b = s.recv(4096)
+        assert b, "closed"
+        d += b
+    assert d.startswith(b"HTTP/1.1 200"), d[:40]
+def hello(n):
+    """n raw TCP connections, each with a ClientHello (fresh context: a full handshake) sent."""
+    out = []
+    for _ in range(n):
+        i, o = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx().wrap_bio(i, o)
+        try: obj.do_handshake()
+        except ssl.SSLWantReadError: pass
+        s = socket.create_connection(("127.0.0.1", port), 5)
+        s.sendall(o.read())
+        out.append(s)
+    return out
+def first_bytes(socks, timeout):
+    """Wait until every socket has answered something (its ServerHello flight) or closed."""
+    left, end = set(socks), time.time() + timeout
+    while left:
+        r, _, _ = select.select(list(left), [], [], max(0.0, end - time.time()))
+        if not r:
+            break
+        for s in r:
+            s.recv(65536); left.discard(s)
+    return len(socks) - len(left)
+PY
+t_hs_no_stall() {
+	python3 - "$HP" "$tmp/hs.py" <<'PY'
+import sys, time
+exec(open(sys.argv[2]).read())
+k = keepalive(); get(k)
+hs = hello(3)           # three full handshakes now sleep on the pool (400 ms each)
+time.sleep(0.05)
+t = time.time()
+for _ in range(20):     # the established connection keeps being served meanwhile
+    get(k)
+served = time.time() - t
+done = first_bytes(hs, 0.0)
+assert done == 0, "handshakes finished before the GETs: %d" % done
+assert first_bytes(hs, 5) == 3, "handshakes never finished"
+print("20 GETs in %.1f ms while 3 full handshakes were in flight" % (served * 1000))
+PY
+}
+check "a slow full handshake does not delay GETs on an established connection (1 worker)" t_hs_no_stall
+t_hs_complete() {
+	python3 - "$HP" "$tmp/hs.py" <<'PY'
+import sys, threading
+exec(open(sys.argv[2]).read())
+errs = []
+def one():
+    try:
+        s = keepalive(); get(s); s.close()
+    except Exception as e:
+        errs.append(repr(e))
+th = [threading.Thread(target=one) for _ in range(2)]
+for x in th: x.start()
+for x in th: x.join()
+assert not errs, errs
+PY
+	local m; m=$("${C[@]}" -k "https://127.0.0.1:$HP/metrics") || return 1
+	grep -q 'geokv_gateway_tls_handshakes_total{kind="full"} [1-9]' <<<"$m"
+}
+check "full handshakes completed on the pool serve GETs, counted as full" t_hs_complete
+t_hs_close_in_work() {
+	python3 - "$HP" "$tmp/hs.py" <<'PY'
+import socket, struct, sys, time
+exec(open(sys.argv[2]).read())
+hs = hello(8)
+time.sleep(0.1)         # their steps are sleeping on the pool now: reset them all
+for s in hs:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)); s.close()
+time.sleep(2.0)         # the steps return to connections whose clients are gone
+k = keepalive(); get(k)
+PY
+}
+check "clients resetting during a handshake step on the pool: gateway unharmed" t_hs_close_in_work
+t_hs_timeout_in_work() {
+	# handshake_timeout (2.5 s) expires while steps (0.4 s each, 2 at a time) run or queue:
+	# the loop closes those connections; their structs wait for the step to return.
+	python3 - "$HP" "$tmp/hs.py" <<'PY'
+import sys, time
+exec(open(sys.argv[2]).read())
+hs = hello(16)          # 16 steps / 2 threads x 0.4 s: the last ones run past the deadline
+time.sleep(4)
+k = keepalive(); get(k)
+PY
+	local m; m=$("${C[@]}" -k "https://127.0.0.1:$HP/metrics") || return 1
+	grep -q 'geokv_gateway_timeouts_total{phase="handshake"} [1-9]' <<<"$m"
+}
+check "handshake timeout while steps run on the pool: closed, no leak, still serving" t_hs_timeout_in_work
+t_hs_reload() {
+	"$CERTS" "$tmp/certs3" >/dev/null || return 1
+	cp "$tmp/certs/server.crt" "$tmp/hs-old.crt"
+	python3 - "$HP" "$tmp/hs.py" "$HSPID" "$tmp" <<'PY'
+import hashlib, os, shutil, signal, ssl, sys, threading, time
+exec(open(sys.argv[2]).read())
+pid, tmp = int(sys.argv[3]), sys.argv[4]
+res = {}
+def one(i):
+    try:
+        s = keepalive(); res[i] = hashlib.sha256(s.getpeercert(True)).hexdigest(); get(s); s.close()
+    except Exception as e:
+        res[i] = repr(e)
+th = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+for x in th: x.start()
+time.sleep(0.15)        # their key exchanges are on the pool: reload under them
+for f in ("server.crt", "server.key"):
+    shutil.copy(os.path.join(tmp, "certs3", f), os.path.join(tmp, "certs", f + ".new"))
+    os.rename(os.path.join(tmp, "certs", f + ".new"), os.path.join(tmp, "certs", f))
+os.kill(pid, signal.SIGHUP)
+for x in th: x.join()
+old = hashlib.sha256(ssl.PEM_cert_to_DER_cert(open(os.path.join(tmp, "hs-old.crt")).read().split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n")).hexdigest()
+assert all(v == old for v in res.values()), res
+time.sleep(0.2)
+s = keepalive(); new = hashlib.sha256(s.getpeercert(True)).hexdigest(); get(s)
+assert new != old, "new connections still get the old certificate"
+PY
+}
+check "SIGHUP during handshakes on the pool: they finish with the old pair, new ones get the new" t_hs_reload
+# SIGTERM while steps are in flight: the worker waits for them, then exits 0 (not through
+# check(), whose subshell cannot wait for our children).
+python3 - "$HP" "$tmp/hs.py" <<'PY' &
+import sys, time
+exec(open(sys.argv[2]).read())
+hs = hello(6)
+time.sleep(3)
+PY
+hcl=$!
+sleep 0.5
+t_term "SIGTERM during handshake steps on the pool: exits 0" "$HSPID"
+wait "$hcl" 2>/dev/null
+
 # ---- plain-HTTP gateway with tight limits: defences ---------------------------------------
 PP=$(free_port)
 "$GW" --data "$data" --listen "127.0.0.1:$PP" --plain --workers 1 \
@@ -461,11 +626,6 @@ PY
 check "pipelined requests then half-close: both answered" t_half_close
 
 # ---- shutdown ----------------------------------------------------------------------------
-t_term() { # name pid: not through check(), whose subshell cannot wait for our children
-	kill -TERM "$2"
-	wait "$2"; local rc=$?
-	if [ $rc = 0 ]; then ok "$1"; else nok "$1" "exit $rc"; fi
-}
 t_term "SIGTERM: plain gateway drains and exits 0" "$PLPID"
 t_term "SIGTERM: TLS gateway drains and exits 0" "$GWPID"
 check "no ERROR lines in the gateway logs" bash -c "! grep -h ' ERROR ' '$tmp/gw-tls.log' '$tmp/gw-plain.log'"
