@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <mbedtls/ecdsa.h>
 #include <mbedtls/error.h>
 #include <mbedtls/net_sockets.h> /* MBEDTLS_ERR_NET_SEND_FAILED */
 #include <mbedtls/ssl_internal.h> /* handshake->resume: the only way 2.28 tells a resumption */
@@ -245,6 +246,38 @@ void proto_tls_shared_free(proto_tls_shared_t *sh)
 
 /* ---- per-thread conf ----------------------------------------------------------------- */
 
+/*
+ * Make an EC key sign in place. mbedTLS 2.28 parses an EC key as MBEDTLS_PK_ECKEY, whose
+ * sign wrapper copies the key pair into a fresh ECDSA context for every signature, so the
+ * comb table of the generator (MBEDTLS_ECP_FIXED_POINT_OPTIM) is rebuilt and thrown away
+ * each time. As MBEDTLS_PK_ECDSA the key's own group keeps the table after the first
+ * signature; one signature here builds it before any thread shares the key, so afterwards
+ * signing only reads it (pool threads sign concurrently). Same deterministic ECDSA, same
+ * blinding: nothing about the signature changes.
+ */
+static int ecdsa_in_place(mbedtls_pk_context *pk, mbedtls_ctr_drbg_context *drbg)
+{
+	static const unsigned char h[32];
+	unsigned char sig[MBEDTLS_ECDSA_MAX_LEN];
+	mbedtls_pk_context e;
+	size_t n;
+	int rc;
+
+	if (mbedtls_pk_get_type(pk) != MBEDTLS_PK_ECKEY)
+		return 0;
+	mbedtls_pk_init(&e);
+	if ((rc = mbedtls_pk_setup(&e, mbedtls_pk_info_from_type(MBEDTLS_PK_ECDSA))) != 0 ||
+	    (rc = mbedtls_ecdsa_from_keypair(mbedtls_pk_ec(e), mbedtls_pk_ec(*pk))) != 0 ||
+	    (rc = mbedtls_pk_sign(&e, MBEDTLS_MD_SHA256, h, sizeof h, sig, &n,
+				  mbedtls_ctr_drbg_random, drbg)) != 0) {
+		mbedtls_pk_free(&e);
+		return rc;
+	}
+	mbedtls_pk_free(pk);
+	*pk = e;
+	return 0;
+}
+
 int proto_tls_conf_init(proto_tls_conf_t *c, const proto_tls_opts_t *o, const proto_tls_pem_t *pem,
 			proto_tls_shared_t *sh, char *err, size_t errlen)
 {
@@ -342,6 +375,10 @@ int proto_tls_conf_init(proto_tls_conf_t *c, const proto_tls_opts_t *o, const pr
 		}
 		if ((rc = mbedtls_pk_parse_key(&c->key, pem->key, pem->key_len, NULL, 0)) != 0) {
 			set_err(err, errlen, "key: cannot parse", rc);
+			goto fail;
+		}
+		if ((rc = ecdsa_in_place(&c->key, &c->drbg)) != 0) {
+			set_err(err, errlen, "key: ecdsa set-up", rc);
 			goto fail;
 		}
 		if ((rc = mbedtls_ssl_conf_own_cert(&c->conf, &c->cert, &c->key)) != 0) {
