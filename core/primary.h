@@ -32,7 +32,8 @@
 
 #define PRIM_VERSION "0.1.0"
 
-/* Every setting: INI key == long flag name (without "--"), e.g. `map-max = 1G`. */
+/* Every setting (core/config.c's table): `[section] key = value` in the INI file,
+ * `--key-name VALUE` or `--set section.key=VALUE` on the command line (docs/config.md). */
 typedef struct prim_config {
 	char data[1024];            /* data dir: holds raft/ and state/ (default ./data) */
 	char listen[256];           /* host:port (default 127.0.0.1:7400) */
@@ -63,15 +64,12 @@ typedef struct prim_config {
 void prim_config_defaults(prim_config_t *c);
 
 /*
- * Build the config from argv: defaults, then the INI file named by -c/--config (keys at top
- * level or in [primary]), then the other flags, which win; then reads token-file into token.
+ * Build the config from argv: defaults, then the INI file named by -c/--config, then the
+ * other flags, which win (proto/conf.h); then reads token_file into token.
  * --help and --version print to stdout. Returns 0 to run, 1 when the process should exit 0 (help/version printed), or
  * -EINVAL after printing the reason to stderr (unknown flag or key, bad value).
  */
 int prim_config_parse(prim_config_t *c, int argc, char **argv);
-
-/* Parse "123", "64K", "16M", "1G", "1T" (binary units). 0 or -EINVAL. */
-int prim_parse_size(const char *s, uint64_t *out);
 
 /*
  * Run the daemon until SIGTERM/SIGINT: open both environments, replay, listen, serve; on the

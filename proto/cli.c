@@ -102,24 +102,24 @@ static int parse(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv, opts_t *o
 			cx->servers = optarg;
 			break;
 		case OPT_TIMEOUT:
-			if (cli_parse_duration_ms(optarg, &cx->timeout_ms) || cx->timeout_ms == 0)
+			if (proto_conf_parse_duration(optarg, 1000, &cx->timeout_ms) || cx->timeout_ms == 0)
 				return cli_usage_error(c->name, "bad --timeout '%s'", optarg);
 			break;
 		case 'h':
 			cmd_help(c, stdout);
 			return CLI_OK;
 		case OPT_HISTORY:
-			if (cli_parse_u64(optarg, &o->history) || o->history < 1 ||
+			if (proto_conf_parse_u64(optarg, &o->history) || o->history < 1 ||
 			    o->history > PROTO_MAX_HISTORY)
 				return cli_usage_error(c->name, "--history must be 1..%d", PROTO_MAX_HISTORY);
 			break;
 		case OPT_MAXVAL:
-			if (cli_parse_size(optarg, &o->max_value) || o->max_value == 0 ||
+			if (proto_conf_parse_size(optarg, &o->max_value) || o->max_value == 0 ||
 			    o->max_value > PROTO_MAX_VALUE)
 				return cli_usage_error(c->name, "bad --max-value '%s'", optarg);
 			break;
 		case OPT_TTL:
-			if (cli_parse_duration_ms(optarg, &o->ttl_ms))
+			if (proto_conf_parse_duration(optarg, 1000, &o->ttl_ms))
 				return cli_usage_error(c->name, "bad --ttl '%s' (e.g. 30s, 24h, 7d)", optarg);
 			break;
 		case OPT_CTYPE:
@@ -129,7 +129,7 @@ static int parse(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv, opts_t *o
 			o->ctype = optarg;
 			break;
 		case OPT_REV:
-			if (cli_parse_u64(optarg, &o->rev) || o->rev == 0)
+			if (proto_conf_parse_u64(optarg, &o->rev) || o->rev == 0)
 				return cli_usage_error(c->name, "bad --revision '%s'", optarg);
 			o->has_rev = true;
 			break;
@@ -140,11 +140,11 @@ static int parse(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv, opts_t *o
 			o->force = true;
 			break;
 		case OPT_BATCH:
-			if (cli_parse_u64(optarg, &o->batch) || o->batch < 1 || o->batch > PROTO_MAX_BATCH)
+			if (proto_conf_parse_u64(optarg, &o->batch) || o->batch < 1 || o->batch > PROTO_MAX_BATCH)
 				return cli_usage_error(c->name, "--batch must be 1..%d", PROTO_MAX_BATCH);
 			break;
 		case OPT_WINDOW:
-			if (cli_parse_u64(optarg, &o->window) || o->window < 1 || o->window > 256)
+			if (proto_conf_parse_u64(optarg, &o->window) || o->window < 1 || o->window > 256)
 				return cli_usage_error(c->name, "--window must be 1..256");
 			break;
 		case OPT_SKIPBAD:
@@ -253,7 +253,7 @@ static int cmd_update(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
 
 	if ((rc = parse(cx, c, argc, argv, &o, &a, &n)) >= 0)
 		return rc;
-	if (cli_parse_u64(a[3], &exp) || exp == 0)
+	if (proto_conf_parse_u64(a[3], &exp) || exp == 0)
 		return cli_usage_error(c->name, "REV must be a revision number, got '%s'", a[3]);
 	if (!(k = cli_client(cx)))
 		return cx->open_exit;
@@ -627,7 +627,7 @@ int main(int argc, char **argv)
 			cx.servers = optarg;
 			break;
 		case OPT_TIMEOUT:
-			if (cli_parse_duration_ms(optarg, &cx.timeout_ms) || cx.timeout_ms == 0)
+			if (proto_conf_parse_duration(optarg, 1000, &cx.timeout_ms) || cx.timeout_ms == 0)
 				return cli_usage_error(NULL, "bad --timeout '%s'", optarg);
 			break;
 		case 'h':

@@ -1,6 +1,6 @@
 /*
  * Internals of the `geokv` CLI shared between its files (cli.c: commands and main;
- * cli_util.c: parsing of durations/sizes, exit codes; cli_load.c: `geokv load`).
+ * cli_util.c: exit codes, formatting; cli_load.c: `geokv load`).
  * Not a library: nothing outside proto/cli*.c includes this.
  */
 #ifndef GEOKV_PROTO_CLI_H
@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "proto/client.h"
+#include "proto/conf.h"
 
 /* Exit codes: part of the CLI's contract (docs/cli.md). */
 enum {
@@ -41,12 +42,9 @@ int cli_fail(cli_ctx_t *cx, int err, const char *what);
 /* Print "geokv: <msg>" to stderr; returns CLI_USAGE. Adds a hint to run --help. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* "10s", "500ms", "1h30m", "2d", bare number = seconds. 0 on success, -1 on a bad value. */
-int cli_parse_duration_ms(const char *s, uint64_t *ms);
-/* "1048576", "512K", "1M", "1MiB", "2GB" (K/M/G are powers of 1024). 0 or -1. */
-int cli_parse_size(const char *s, uint64_t *bytes);
-/* A decimal u64. 0 or -1. */
-int cli_parse_u64(const char *s, uint64_t *v);
+/* Durations, sizes and numbers are parsed with proto/conf.h's proto_conf_parse_duration
+ * (bare number = seconds here: bare unit 1000), proto_conf_parse_size, proto_conf_parse_u64:
+ * the same rules as the daemons' config files. */
 
 /* Format ms as a short duration ("1h30m", "0" for 0) into buf. */
 const char *cli_fmt_duration(uint64_t ms, char *buf, size_t n);

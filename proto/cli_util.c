@@ -1,4 +1,4 @@
-/* Small helpers of the geokv CLI: exit codes, error lines, durations and sizes. */
+/* Small helpers of the geokv CLI: exit codes, error lines, formatting, the lazy client. */
 #include "proto/cli.h"
 
 #include <errno.h>
@@ -80,100 +80,6 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 	va_end(ap);
 	fprintf(stderr, "\nRun 'geokv %s%s--help' for usage.\n", cmd ? cmd : "", cmd ? " " : "");
 	return CLI_USAGE;
-}
-
-int cli_parse_u64(const char *s, uint64_t *v)
-{
-	char *end;
-
-	if (!s || !*s || *s == '-' || *s == '+')
-		return -1;
-	errno = 0;
-	unsigned long long x = strtoull(s, &end, 10);
-	if (errno || *end)
-		return -1;
-	*v = x;
-	return 0;
-}
-
-int cli_parse_duration_ms(const char *s, uint64_t *ms)
-{
-	uint64_t total = 0;
-	const char *p = s;
-
-	if (!s || !*s)
-		return -1;
-	if (cli_parse_u64(s, &total) == 0) { /* bare number: seconds */
-		if (total > UINT64_MAX / 1000)
-			return -1;
-		*ms = total * 1000;
-		return 0;
-	}
-	while (*p) {
-		char *end;
-		uint64_t mult;
-		if (*p < '0' || *p > '9')
-			return -1;
-		errno = 0;
-		unsigned long long n = strtoull(p, &end, 10);
-		if (errno || end == p)
-			return -1;
-		p = end;
-		if (strncmp(p, "ms", 2) == 0) {
-			mult = 1;
-			p += 2;
-		} else if (*p == 's') {
-			mult = 1000;
-			p++;
-		} else if (*p == 'm') {
-			mult = 60000;
-			p++;
-		} else if (*p == 'h') {
-			mult = 3600000;
-			p++;
-		} else if (*p == 'd') {
-			mult = 86400000;
-			p++;
-		} else {
-			return -1;
-		}
-		if (n > (UINT64_MAX - total) / mult)
-			return -1;
-		total += n * mult;
-	}
-	*ms = total;
-	return 0;
-}
-
-int cli_parse_size(const char *s, uint64_t *bytes)
-{
-	char *end;
-	uint64_t mult = 1;
-
-	if (!s || *s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	unsigned long long n = strtoull(s, &end, 10);
-	if (errno)
-		return -1;
-	switch (*end) {
-	case 0: break;
-	case 'k': case 'K': mult = 1ull << 10; end++; break;
-	case 'm': case 'M': mult = 1ull << 20; end++; break;
-	case 'g': case 'G': mult = 1ull << 30; end++; break;
-	case 'b': case 'B': end++; if (*end) return -1; break;
-	default: return -1;
-	}
-	if (mult > 1) {
-		if (*end == 'i' && end[1] == 'B')
-			end += 2;
-		else if (*end == 'B' || *end == 'b')
-			end++;
-	}
-	if (*end || n > UINT64_MAX / mult)
-		return -1;
-	*bytes = n * mult;
-	return 0;
 }
 
 const char *cli_fmt_duration(uint64_t ms, char *buf, size_t n)
