@@ -60,6 +60,11 @@ static const proto_conf_setting_t settings[] = {
 	SET("log", "group_max_bytes", SIZE, group_max_bytes, "64M", "entry bytes per commit group",
 	    .min = 1),
 	SET("log", "log_keep", U64, log_keep, "10000", "log entries kept behind the synced store"),
+	SET("tls", "cert", STR, tls_cert, NULL,
+	    "client listener certificate chain, PEM (default: none, plain TCP)"),
+	SET("tls", "key", STR, tls_key, NULL, "its private key, PEM"),
+	SET("tls", "client_ca", STR, tls_client_ca, NULL,
+	    "require client certificates signed by this CA, PEM (default: not asked)"),
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 #define XSTR_(x) #x
@@ -146,5 +151,11 @@ int prim_config_parse(prim_config_t *c, int argc, char **argv)
 		snprintf(c->advertise, sizeof c->advertise, "%s", c->listen);
 	if (c->token_file[0] != '\0' && read_token(c) != 0)
 		return -EINVAL;
+	if ((c->tls_cert[0] == '\0') != (c->tls_key[0] == '\0') ||
+	    (c->tls_client_ca[0] != '\0' && c->tls_cert[0] == '\0')) {
+		fprintf(stderr, "geokv-primary: [tls] cert and key go together (--cert, --key), "
+				"and client_ca needs them\n");
+		return -EINVAL;
+	}
 	return 0;
 }

@@ -80,10 +80,10 @@ static int op_slot(uint8_t op)
 
 /*
  * Status -> column: 0 ok, 1..14 KV_ENOTFOUND..KV_EBATCH, 15..26 PROTO_EBADMSG..
- * PROTO_ESHUTDOWN, 27 anything else. Fixed columns keep counting to an array index.
+ * PROTO_ETLS, 28 anything else. Fixed columns keep counting to an array index.
  */
 #define KV_SLOTS    (KV_ENOTFOUND - KV_ELAST)           /* 14 */
-#define PROTO_SLOTS (PROTO_EBADMSG - PROTO_ELAST)       /* 12 */
+#define PROTO_SLOTS (PROTO_EBADMSG - PROTO_ELAST)       /* 13 */
 _Static_assert(1 + KV_SLOTS + PROTO_SLOTS + 1 == PRIM_STAT_STATUSES, "status columns");
 
 static int status_slot(int status)

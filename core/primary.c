@@ -727,6 +727,8 @@ int prim_run(const prim_config_t *cfg)
 		goto out;
 	}
 	publish_status(p);
+	if ((rc = prim__tls_init(p)) != 0)
+		goto out;
 	if ((rc = prim__metrics_listen(p)) != 0)
 		goto out;
 	if ((rc = prim__listen(p)) != 0) {
@@ -749,9 +751,9 @@ int prim_run(const prim_config_t *cfg)
 	p->sig_term.data = p->sig_int.data = p;
 	uv_signal_start(&p->sig_term, on_signal, SIGTERM);
 	uv_signal_start(&p->sig_int, on_signal, SIGINT);
-	GK_INFO("primary", "serving", "listen=%s node=%" PRIu64 " cluster=%s data=%s applied=%"
+	GK_INFO("primary", "serving", "listen=%s tls=%s node=%" PRIu64 " cluster=%s data=%s applied=%"
 		PRIu64 " revision=%" PRIu64 " log_first=%" PRIu64 " log_last=%" PRIu64,
-		cfg->listen, cfg->node_id, cfg->cluster_id, cfg->data, kv_applied_index(p->store),
+		cfg->listen, p->tls ? (cfg->tls_client_ca[0] ? "client-cert" : "on") : "off", cfg->node_id, cfg->cluster_id, cfg->data, kv_applied_index(p->store),
 		kv_revision(p->store), kv_log_first_index(p->log), kv_log_last_index(p->log));
 	uv_run(p->loop, UV_RUN_DEFAULT);
 	uv_close((uv_handle_t *)&p->stop_timer, on_close_noop);
@@ -767,6 +769,7 @@ out:
 	if (p->log)
 		kv_log_close(p->log);
 	uv_loop_close(p->loop);
+	prim__tls_free(p);
 	free(p->apply_in);
 	free(p->apply_res);
 	free(p->job.ents);

@@ -58,6 +58,9 @@ typedef struct prim_config {
 	uint8_t token[4096];        /* its contents, trailing whitespace removed (PROTO_MAX_TOKEN) */
 	uint32_t token_len;         /* 0 = any HELLO is accepted */
 	char metrics_listen[256];   /* HOST:PORT of the plain-HTTP /metrics listener ("" = off) */
+	char tls_cert[1024];        /* client listener certificate chain (PEM); "" = plain TCP */
+	char tls_key[1024];         /* its private key */
+	char tls_client_ca[1024];   /* CA that client certificates must chain to; "" = none asked */
 } prim_config_t;
 
 /* Fill c with the defaults above. */

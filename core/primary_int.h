@@ -15,6 +15,7 @@
 #include "core/nodestat.h"
 #include "core/primary.h"
 #include "proto/metrics.h"
+#include "proto/tls.h"
 #include "proto/proto.h"
 
 typedef struct prim prim_t;
@@ -87,7 +88,7 @@ enum prim_reject {
 };
 
 #define PRIM_STAT_OPS      15  /* 0 = unknown, then the 14 opcodes (prim__op_slot) */
-#define PRIM_STAT_STATUSES 28  /* 0 = ok, KV_E*, PROTO_E*, last = other (prim__status_slot) */
+#define PRIM_STAT_STATUSES 29  /* 0 = ok, KV_E*, PROTO_E*, last = other (prim__status_slot) */
 
 /*
  * Counters behind /metrics. Updated and read on the loop thread only (the scrape is served
@@ -149,6 +150,8 @@ struct prim {
 	uint32_t ttl_outstanding;  /* TTL deletes proposed, not yet applied */
 
 	/* network */
+	proto_tls_conf_t *tls;     /* client listener TLS (loop thread only); NULL = plain */
+	proto_tls_shared_t *tls_shared; /* session tickets and cache for resumption */
 	uv_tcp_t listener;
 	uv_timer_t sweep_timer;    /* closes connections past hello-timeout / idle-timeout */
 	bool sweeping;             /* sweep_timer initialised (a timeout is configured) */
@@ -190,6 +193,8 @@ void prim__maybe_finish(prim_t *p);
 /* ---- server.c: connections ---------------------------------------------------------- */
 
 int  prim__listen(prim_t *p);          /* bind + listen on cfg->listen */
+int  prim__tls_init(prim_t *p);        /* [tls] set-up (no-op without a cert); 0 or -EINVAL */
+void prim__tls_free(prim_t *p);
 /* "HOST:PORT", "[v6]:PORT", ":PORT" or "*:PORT" (any IPv4) into ss: 0 or -EINVAL. */
 int  prim__parse_addr(const char *s, struct sockaddr_storage *ss);
 void prim__stop_accepting(prim_t *p);  /* close the listener, stop reading every conn */

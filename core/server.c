@@ -51,6 +51,12 @@ struct prim_conn {
 	uint64_t opened_ms;       /* uv_now at accept: the HELLO deadline counts from here */
 	uint64_t active_ms;       /* uv_now of the last read or completed write */
 	char peer[64];
+	/* TLS ([tls] cert set): ciphertext goes through these; frames still use in/out. */
+	proto_tls_conn_t *tls;    /* NULL on a plain listener */
+	prim_buf_t cin;           /* ciphertext received, not yet consumed by mbedTLS */
+	prim_buf_t cout[2];       /* ciphertext of out[i], plus handshake records */
+	bool tls_checked;         /* the connection's first byte has been looked at */
+	bool plain_reply;         /* a plain client on the TLS port: answered in plain, closed */
 };
 
 static void conn_close(prim_conn_t *c);
@@ -67,6 +73,13 @@ void prim__conn_unref(prim_conn_t *c)
 	prim__buf_free(&c->in);
 	prim__buf_free(&c->out[0]);
 	prim__buf_free(&c->out[1]);
+	if (c->tls != NULL) {
+		proto_tls_conn_free(c->tls);
+		free(c->tls);
+		prim__buf_free(&c->cin);
+		prim__buf_free(&c->cout[0]);
+		prim__buf_free(&c->cout[1]);
+	}
 	free(c);
 }
 
@@ -96,6 +109,12 @@ static void conn_close(prim_conn_t *c)
 	uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
 
+/* Is anything waiting in the fill buffers (replies, or TLS records)? */
+static bool queued(const prim_conn_t *c)
+{
+	return c->out[c->fill].len > 0 || (c->tls != NULL && c->cout[c->fill].len > 0);
+}
+
 /* Close once every queued reply is written. */
 static void close_after_flush(prim_conn_t *c)
 {
@@ -104,7 +123,7 @@ static void close_after_flush(prim_conn_t *c)
 		uv_read_stop((uv_stream_t *)&c->tcp);
 		c->reading = false;
 	}
-	if (!c->writing && c->out[c->fill].len == 0)
+	if (!c->writing && !queued(c))
 		conn_close(c);
 }
 
@@ -135,6 +154,11 @@ static void on_write(uv_write_t *req, int status)
 	done->len = 0;
 	if (done->cap > OUT_KEEP_MAX)
 		prim__buf_free(done);
+	if (c->tls != NULL) {
+		c->cout[!c->fill].len = 0;
+		if (c->cout[!c->fill].cap > OUT_KEEP_MAX)
+			prim__buf_free(&c->cout[!c->fill]);
+	}
 	if (c->closing)
 		return;
 	if (status < 0) {
@@ -151,8 +175,21 @@ static void on_write(uv_write_t *req, int status)
 		if (c->closing)
 			return;
 	}
-	if (c->close_after_flush && !c->writing && c->out[c->fill].len == 0)
+	if (c->close_after_flush && !c->writing && !queued(c))
 		conn_close(c);
+}
+
+/* TLS send callback: ciphertext joins the fill side, written by the next flush. */
+static int tls_send(void *ctx, const uint8_t *p, size_t len)
+{
+	prim_conn_t *c = ctx;
+	prim_buf_t *b = &c->cout[c->fill];
+
+	if (prim__buf_reserve(b, len) != 0)
+		return -ENOMEM;
+	memcpy(b->p + b->len, p, len);
+	b->len += len;
+	return 0;
 }
 
 static void flush(prim_conn_t *c)
@@ -160,7 +197,22 @@ static void flush(prim_conn_t *c)
 	prim_buf_t *b = &c->out[c->fill];
 	uv_buf_t ub;
 
-	if (c->writing || c->closing || b->len == 0)
+	if (c->writing || c->closing)
+		return;
+	if (c->tls != NULL && !c->plain_reply) {
+		/* Encrypt the replies as a whole (records of up to 16 KiB); the plaintext stays in
+		 * out[] until the write completes, so the byte counts and buffer swap are as in
+		 * the plain case. Frames are only handled once the handshake is over. */
+		if (b->len > 0 && proto_tls_write(c->tls, b->p, b->len) != 0) {
+			GK_WARN("server", "TLS write failed, closing", "peer=%s err=\"%s\"", c->peer,
+				proto_tls_strerror(c->tls->tls_err));
+			b->len = 0;
+			conn_close(c);
+			return;
+		}
+		b = &c->cout[c->fill];
+	}
+	if (b->len == 0)
 		return;
 	ub = uv_buf_init((char *)b->p, (unsigned)b->len);
 	c->wreq.data = c;
@@ -454,12 +506,14 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
 	prim_conn_t *c = h->data;
 
+	prim_buf_t *b = c->tls != NULL ? &c->cin : &c->in;
+
 	(void)suggested;
-	if (c->in.cap - c->in.len < READ_CHUNK / 4 && prim__buf_reserve(&c->in, READ_CHUNK) != 0) {
+	if (b->cap - b->len < READ_CHUNK / 4 && prim__buf_reserve(b, READ_CHUNK) != 0) {
 		*buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS: we close */
 		return;
 	}
-	*buf = uv_buf_init((char *)c->in.p + c->in.len, (unsigned)(c->in.cap - c->in.len));
+	*buf = uv_buf_init((char *)b->p + b->len, (unsigned)(b->cap - b->len));
 }
 
 /*
@@ -537,6 +591,85 @@ out:
 	prim__kick(p);
 }
 
+/*
+ * A TLS ClientHello starts 16 03 0x LL LL 01 (handshake record, version 3.x, length, type
+ * ClientHello). A geokv frame cannot: its bytes 4-5 are the frame type, little-endian, and
+ * no type reaches 0x100.
+ */
+static bool looks_like_client_hello(const uint8_t *p)
+{
+	return p[0] == 0x16 && p[1] == 0x03 && p[5] == 0x01;
+}
+
+/*
+ * TLS input: ciphertext in c->cin. The first bytes tell a TLS client from a geokv client
+ * speaking plain (looks_like_client_hello): the latter gets a plain PROTO_ETLS answer it can
+ * show, instead of a handshake failure it would see as a hang or a reset. Then the
+ * handshake, then every whole record is decrypted into c->in for process_input.
+ */
+static void tls_input(prim_conn_t *c)
+{
+	proto_tls_conn_t *t = c->tls;
+	size_t used;
+	int rc;
+
+	if (!c->tls_checked) {
+		if (c->cin.len < 6)
+			return; /* a ClientHello is longer; a HELLO frame too (16-byte header) */
+		c->tls_checked = true;
+		if (!looks_like_client_hello(c->cin.p)) {
+			GK_WARN("server", "plain client on the TLS listener, closing", "peer=%s", c->peer);
+			c->plain_reply = true;
+			prim__reply_error(c, 0, PROTO_ETLS,
+					  "this server requires TLS (give the client its CA: geokv --tls-ca)",
+					  0, 0);
+			close_after_flush(c);
+			return;
+		}
+	}
+	proto_tls_feed(t, c->cin.p, c->cin.len);
+	if (!t->established) {
+		rc = proto_tls_handshake(t);
+		flush(c); /* the handshake's records, or its alert */
+		if (c->closing)
+			return;
+		if (rc != 0 && rc != PROTO_EAGAIN) {
+			GK_WARN("server", "TLS handshake failed, closing", "peer=%s err=\"%s\"", c->peer,
+				proto_tls_strerror(t->tls_err));
+			close_after_flush(c);
+			return;
+		}
+	}
+	while (t->established) {
+		long n;
+		if (prim__buf_reserve(&c->in, 16384 + 64) != 0) {
+			conn_close(c);
+			return;
+		}
+		n = proto_tls_read(t, c->in.p + c->in.len, c->in.cap - c->in.len);
+		if (n > 0) {
+			c->in.len += (size_t)n;
+			continue;
+		}
+		if (n == PROTO_EAGAIN)
+			break;
+		if (n != PROTO_ECLOSED)
+			GK_WARN("server", "TLS read failed, closing", "peer=%s err=\"%s\"", c->peer,
+				proto_tls_strerror(t->tls_err));
+		conn_close(c); /* close_notify: like EOF on a plain connection */
+		return;
+	}
+	used = c->cin.len - proto_tls_unconsumed(t);
+	if (used > 0) {
+		memmove(c->cin.p, c->cin.p + used, c->cin.len - used);
+		c->cin.len -= used;
+	}
+	if (c->cin.len == 0 && c->cin.cap > READ_KEEP_MAX)
+		prim__buf_free(&c->cin);
+	if (t->established)
+		process_input(c);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
 	prim_conn_t *c = s->data;
@@ -551,9 +684,25 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		conn_close(c);
 		return;
 	}
-	c->in.len += (size_t)nread;
 	c->active_ms = uv_now(p->loop);
 	p->st.bytes_in += (uint64_t)nread;
+	if (c->tls != NULL) {
+		c->cin.len += (size_t)nread;
+		tls_input(c);
+		return;
+	}
+	c->in.len += (size_t)nread;
+	if (!c->hello && !c->tls_checked && c->in.len >= 6) {
+		/* A TLS client on this plain listener: its ClientHello would read as a frame of
+		 * ~64 KiB and the client would wait for the HELLO timeout. Say so at once. */
+		c->tls_checked = true;
+		if (looks_like_client_hello(c->in.p)) {
+			GK_WARN("server", "TLS client on the plain listener, closing", "peer=%s", c->peer);
+			prim__reply_error(c, 0, PROTO_ETLS, "this server does not speak TLS", 0, 0);
+			close_after_flush(c);
+			return;
+		}
+	}
 	process_input(c);
 }
 
@@ -594,6 +743,15 @@ static void on_connection(uv_stream_t *server, int status)
 	}
 	p->st.conns_accepted++;
 	uv_tcp_nodelay(&c->tcp, 1);
+	if (p->tls != NULL &&
+	    ((c->tls = calloc(1, sizeof *c->tls)) == NULL ||
+	     proto_tls_conn_init(c->tls, p->tls, tls_send, c) != 0)) {
+		GK_WARN("server", "cannot set up TLS for a connection, closing", "err=ENOMEM");
+		free(c->tls);
+		c->tls = NULL;
+		conn_close(c);
+		return;
+	}
 	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &namelen) == 0) {
 		char ip[48];
 		if (ss.ss_family == AF_INET6) {
@@ -765,5 +923,65 @@ void prim__close_all_now(prim_t *p)
 	for (; c; c = next) {
 		next = c->next;
 		conn_close(c);
+	}
+}
+
+/* ---- TLS set-up ----------------------------------------------------------------------- */
+
+int prim__tls_init(prim_t *p)
+{
+	const prim_config_t *cfg = p->cfg;
+	proto_tls_opts_t o = {.server = true, .tickets = true,
+			      .verify_peer = cfg->tls_client_ca[0] != '\0'};
+	proto_tls_pem_t pem;
+	char err[256] = "";
+
+	if (cfg->tls_cert[0] == '\0') {
+		if (cfg->token_len > 0)
+			GK_WARN("server", "HELLO tokens travel in clear: no TLS configured",
+				"hint=\"set [tls] cert and key\"");
+		return 0;
+	}
+	if (proto_tls_pem_load(&pem, cfg->tls_cert, cfg->tls_key,
+			       o.verify_peer ? cfg->tls_client_ca : NULL, err, sizeof err) != 0) {
+		GK_ERROR("server", "cannot load TLS files", "err=\"%s\"", err);
+		return -EINVAL;
+	}
+	if ((p->tls_shared = calloc(1, sizeof *p->tls_shared)) == NULL ||
+	    (p->tls = calloc(1, sizeof *p->tls)) == NULL) {
+		proto_tls_pem_free(&pem);
+		prim__tls_free(p);
+		return -ENOMEM;
+	}
+	if (proto_tls_shared_init(p->tls_shared, &o, err, sizeof err) != 0) {
+		free(p->tls_shared);
+		p->tls_shared = NULL;
+		goto fail;
+	}
+	if (proto_tls_conf_init(p->tls, &o, &pem, p->tls_shared, err, sizeof err) != 0) {
+		free(p->tls);
+		p->tls = NULL;
+		goto fail;
+	}
+	proto_tls_pem_free(&pem);
+	return 0;
+fail:
+	GK_ERROR("server", "cannot set up TLS", "err=\"%s\"", err);
+	proto_tls_pem_free(&pem);
+	prim__tls_free(p);
+	return -EINVAL;
+}
+
+void prim__tls_free(prim_t *p)
+{
+	if (p->tls != NULL) {
+		proto_tls_conf_free(p->tls);
+		free(p->tls);
+		p->tls = NULL;
+	}
+	if (p->tls_shared != NULL) {
+		proto_tls_shared_free(p->tls_shared);
+		free(p->tls_shared);
+		p->tls_shared = NULL;
 	}
 }

@@ -39,6 +39,7 @@ static const struct errdef errtab[] = {
 	{PROTO_ETIMEDOUT, "PROTO_ETIMEDOUT", "request timed out"},
 	{PROTO_EBADTYPE, "PROTO_EBADTYPE", "unknown message type"},
 	{PROTO_ESHUTDOWN, "PROTO_ESHUTDOWN", "server shutting down"},
+	{PROTO_ETLS, "PROTO_ETLS", "TLS failed"},
 };
 
 static const struct errdef *find(int err)

@@ -44,7 +44,9 @@ enum {
 	PROTO_ETIMEDOUT  = -30210, /* no response within the deadline */
 	PROTO_EBADTYPE   = -30211, /* unknown frame type or op */
 	PROTO_ESHUTDOWN  = -30212, /* server is shutting down */
-	PROTO_ELAST      = -30213,
+	PROTO_ETLS       = -30213, /* TLS: handshake or certificate check failed, or the server
+				    * requires TLS and the client spoke plain */
+	PROTO_ELAST      = -30214,
 };
 
 /*
