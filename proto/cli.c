@@ -25,6 +25,9 @@
 #define OPT_BATCH   1007
 #define OPT_WINDOW  1008
 #define OPT_SKIPBAD 1009
+#define OPT_TLS_CA   1010
+#define OPT_TLS_CERT 1011
+#define OPT_TLS_KEY  1012
 
 typedef struct cmd {
 	const char *name;         /* "put", "bucket add" */
@@ -57,6 +60,9 @@ static int parse(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv, opts_t *o
 	static const struct option lo[] = {
 		{"server", required_argument, NULL, 's'},
 		{"timeout", required_argument, NULL, OPT_TIMEOUT},
+		{"tls-ca", required_argument, NULL, OPT_TLS_CA},
+		{"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+		{"tls-key", required_argument, NULL, OPT_TLS_KEY},
 		{"help", no_argument, NULL, 'h'},
 		{"history", required_argument, NULL, OPT_HISTORY},
 		{"max-value", required_argument, NULL, OPT_MAXVAL},
@@ -93,7 +99,8 @@ static int parse(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv, opts_t *o
 		for (const struct option *p = lo; p->name; p++)
 			if (p->val == ch)
 				lname = p->name;
-		if (ch != 's' && ch != 'h' && ch != OPT_TIMEOUT && ch != '?' && ch != ':' &&
+		if (ch != 's' && ch != 'h' && ch != OPT_TIMEOUT && ch != OPT_TLS_CA &&
+		    ch != OPT_TLS_CERT && ch != OPT_TLS_KEY && ch != '?' && ch != ':' &&
 		    !(lname && strstr(allowed, lname)))
 			return cli_usage_error(c->name, "unknown option '%s' for '%s'",
 					       argv[optind - 1], c->name);
@@ -104,6 +111,15 @@ static int parse(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv, opts_t *o
 		case OPT_TIMEOUT:
 			if (proto_conf_parse_duration(optarg, 1000, &cx->timeout_ms) || cx->timeout_ms == 0)
 				return cli_usage_error(c->name, "bad --timeout '%s'", optarg);
+			break;
+		case OPT_TLS_CA:
+			cx->tls_ca = optarg;
+			break;
+		case OPT_TLS_CERT:
+			cx->tls_cert = optarg;
+			break;
+		case OPT_TLS_KEY:
+			cx->tls_key = optarg;
 			break;
 		case 'h':
 			cmd_help(c, stdout);
@@ -606,6 +622,9 @@ int main(int argc, char **argv)
 	static const struct option lo[] = {
 		{"server", required_argument, NULL, 's'},
 		{"timeout", required_argument, NULL, OPT_TIMEOUT},
+		{"tls-ca", required_argument, NULL, OPT_TLS_CA},
+		{"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+		{"tls-key", required_argument, NULL, OPT_TLS_KEY},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -619,6 +638,9 @@ int main(int argc, char **argv)
 	if (!cx.servers || !*cx.servers)
 		cx.servers = "127.0.0.1:7400";
 	cx.timeout_ms = 10000;
+	cx.tls_ca = getenv("GEOKV_TLS_CA");
+	cx.tls_cert = getenv("GEOKV_TLS_CERT");
+	cx.tls_key = getenv("GEOKV_TLS_KEY");
 	opterr = 0;
 	/* "+": stop at the command; its own options are parsed by the command */
 	while ((ch = getopt_long(argc, argv, "+s:h", lo, NULL)) != -1) {
@@ -629,6 +651,15 @@ int main(int argc, char **argv)
 		case OPT_TIMEOUT:
 			if (proto_conf_parse_duration(optarg, 1000, &cx.timeout_ms) || cx.timeout_ms == 0)
 				return cli_usage_error(NULL, "bad --timeout '%s'", optarg);
+			break;
+		case OPT_TLS_CA:
+			cx.tls_ca = optarg;
+			break;
+		case OPT_TLS_CERT:
+			cx.tls_cert = optarg;
+			break;
+		case OPT_TLS_KEY:
+			cx.tls_key = optarg;
 			break;
 		case 'h':
 			main_help(stdout);

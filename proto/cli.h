@@ -26,6 +26,7 @@ enum {
 typedef struct cli_ctx {
 	const char *servers;
 	uint64_t timeout_ms;
+	const char *tls_ca, *tls_cert, *tls_key; /* --tls-ca etc. or GEOKV_TLS_*; NULL = plain */
 	kvc_t *k;           /* opened lazily by cli_client() */
 	int open_exit;      /* exit code when cli_client() failed */
 } cli_ctx_t;

@@ -9,10 +9,17 @@
 #include <time.h>
 #include <uv.h>
 
+#include "proto/tls.h"
+
 const char *cli_common_help =
 	"  -s, --server LIST    servers, host:port[,host:port...] (env GEOKV_SERVER,\n"
 	"                       default 127.0.0.1:7400)\n"
 	"      --timeout DUR    per-request timeout, e.g. 5s, 500ms (default 10s)\n"
+	"      --tls-ca FILE    use TLS; the servers' certificates must chain to this CA\n"
+	"                       and name the host as given in -s (env GEOKV_TLS_CA)\n"
+	"      --tls-cert FILE, --tls-key FILE\n"
+	"                       client certificate and key, for servers that ask for one\n"
+	"                       (env GEOKV_TLS_CERT, GEOKV_TLS_KEY)\n"
 	"  -h, --help           this help\n";
 
 int cli_exit_code(int err)
@@ -36,6 +43,7 @@ int cli_exit_code(int err)
 	case PROTO_ETIMEDOUT:
 	case PROTO_ENOTLEADER:
 	case PROTO_ESHUTDOWN:
+	case PROTO_ETLS:
 	case UV_ECONNREFUSED:
 	case UV_ECONNRESET:
 	case UV_ETIMEDOUT:
@@ -129,6 +137,33 @@ kvc_t *cli_client(cli_ctx_t *cx)
 	o.connect_timeout_ms = o.request_timeout_ms < 2000 ? o.request_timeout_ms : 2000;
 	o.cluster = getenv("GEOKV_CLUSTER");
 	o.token = getenv("GEOKV_TOKEN");
+	if (cx->tls_ca && !*cx->tls_ca)
+		cx->tls_ca = NULL;
+	if (cx->tls_cert || cx->tls_key || cx->tls_ca) {
+		proto_tls_pem_t pem;
+		char err[200];
+		if (!cx->tls_ca) {
+			fprintf(stderr, "geokv: --tls-cert/--tls-key need --tls-ca (or GEOKV_TLS_CA)\n");
+			cx->open_exit = CLI_USAGE;
+			return NULL;
+		}
+		if (!cx->tls_cert != !cx->tls_key) {
+			fprintf(stderr, "geokv: --tls-cert and --tls-key go together\n");
+			cx->open_exit = CLI_USAGE;
+			return NULL;
+		}
+		/* Read the files here too: the library only says PROTO_ETLS. */
+		if (proto_tls_pem_load(&pem, cx->tls_cert, cx->tls_key, cx->tls_ca, err,
+				       sizeof err) != 0) {
+			fprintf(stderr, "geokv: TLS files: %s\n", err);
+			cx->open_exit = CLI_USAGE;
+			return NULL;
+		}
+		proto_tls_pem_free(&pem);
+		o.tls_ca = cx->tls_ca;
+		o.tls_cert = cx->tls_cert;
+		o.tls_key = cx->tls_key;
+	}
 	if ((rc = kvc_open(&cx->k, cx->servers, &o)) != 0) {
 		if (rc == -EINVAL) {
 			fprintf(stderr, "geokv: invalid server list '%s' (want host:port[,host:port...])\n",

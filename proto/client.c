@@ -19,11 +19,16 @@
  */
 #include "proto/client.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <mbedtls/x509.h>
+
 #include "proto/log.h"
+#include "proto/tls.h"
 
 #define TICK_MS 20
 #define READ_CHUNK (64u << 10)
@@ -43,7 +48,7 @@ typedef struct kvc_server {
 	char *name; /* "host:port" as given, for hints and messages */
 } kvc_server_t;
 
-enum conn_state { C_RESOLVING, C_CONNECTING, C_HELLO, C_READY, C_CLOSING };
+enum conn_state { C_RESOLVING, C_CONNECTING, C_TLS, C_HELLO, C_READY, C_CLOSING };
 
 typedef struct kvc_conn {
 	kvc_client_t *c;
@@ -62,6 +67,12 @@ typedef struct kvc_conn {
 	kvc_buf_t out[2];
 	kvc_list_t inflight;
 	uint32_t ninflight;
+	/* TLS: frames are built in out[] and read from rbuf as without TLS; these carry the
+	 * ciphertext between them and the socket. */
+	proto_tls_conn_t *tls;    /* NULL = plain */
+	kvc_buf_t cin;            /* ciphertext received, not yet consumed */
+	kvc_buf_t cout[2];        /* ciphertext to write; cout[wcur] collects */
+	bool tls_seen;            /* first byte from the server checked */
 } kvc_conn_t;
 
 struct kvc_client {
@@ -89,6 +100,8 @@ struct kvc_client {
 	bool timer_closed;
 	void (*close_cb)(void *);
 	void *close_arg;
+	proto_tls_conf_t *tls;    /* NULL = plain TCP */
+	char errmsg[256];         /* kvc_client_errmsg */
 };
 
 static void conn_fail(kvc_conn_t *k, int err);
@@ -252,6 +265,11 @@ static void complete(kvc_client_t *c, kvc_req_t *r, int status, const kvc_resp_t
 
 	if (!resp) {
 		memset(&none, 0, sizeof none);
+		/* A refusal before any request reached the server: say why, if we know. */
+		if (c->errmsg[0] && (status == PROTO_ETLS || status == PROTO_EAUTH ||
+				     status == PROTO_ECLUSTER || status == PROTO_EVERSION))
+			none.err.message = (proto_bytes_t){(const uint8_t *)c->errmsg,
+							   (uint32_t)strlen(c->errmsg)};
 		resp = &none;
 	}
 	c->slots[r->slot] = NULL;
@@ -308,6 +326,11 @@ int kvc_send(kvc_client_t *c, kvc_req_t *req, const proto_op_t *op, unsigned fla
 	return 0;
 }
 
+const char *kvc_client_errmsg(const kvc_client_t *c)
+{
+	return c->errmsg;
+}
+
 uint32_t kvc_client_inflight(const kvc_client_t *c)
 {
 	return c->outstanding;
@@ -333,13 +356,34 @@ static void conn_write(kvc_conn_t *k)
 	uv_buf_t ub;
 	int rc;
 
-	if (k->writing || b->len == 0 || k->state == C_CLOSING)
+	if (k->writing || k->state == C_CLOSING)
 		return;
-	for (r = k->inflight.tail; r && !r->sent; r = r->prev)
-		r->sent = true;
+	if (k->tls != NULL) {
+		/* Frames wait in out[] until the handshake is over (only HELLO can be there). */
+		if (b->len > 0 && k->tls->established) {
+			if (proto_tls_write(k->tls, b->p, b->len) != 0) {
+				conn_fail(k, PROTO_ETLS);
+				return;
+			}
+			b->len = 0;
+			for (r = k->inflight.tail; r && !r->sent; r = r->prev)
+				r->sent = true;
+		}
+		b = &k->cout[k->wcur];
+	} else {
+		if (b->len == 0)
+			return;
+		for (r = k->inflight.tail; r && !r->sent; r = r->prev)
+			r->sent = true;
+	}
+	if (b->len == 0)
+		return;
 	ub = uv_buf_init((char *)b->p, (unsigned)b->len);
 	k->wcur ^= 1;
-	k->out[k->wcur].len = 0;
+	if (k->tls != NULL)
+		k->cout[k->wcur].len = 0;
+	else
+		k->out[k->wcur].len = 0;
 	rc = uv_write(&k->wreq, (uv_stream_t *)&k->tcp, &ub, 1, write_cb);
 	if (rc) {
 		conn_fail(k, rc);
@@ -353,7 +397,10 @@ static void write_cb(uv_write_t *w, int status)
 	kvc_conn_t *k = w->data;
 
 	k->writing = false;
-	k->out[k->wcur ^ 1].len = 0;
+	if (k->tls != NULL)
+		k->cout[k->wcur ^ 1].len = 0;
+	else
+		k->out[k->wcur ^ 1].len = 0;
 	if (status < 0) {
 		conn_fail(k, status);
 		return;
@@ -427,6 +474,10 @@ static void client_free_maybe(kvc_client_t *c)
 	free(c->freeslots);
 	free(c->cluster);
 	free(c->token);
+	if (c->tls != NULL) {
+		proto_tls_conf_free(c->tls);
+		free(c->tls);
+	}
 	free(c);
 	if (cb)
 		cb(arg);
@@ -441,6 +492,13 @@ static void conn_free_maybe(kvc_conn_t *k)
 	free(k->rbuf.p);
 	free(k->out[0].p);
 	free(k->out[1].p);
+	if (k->tls != NULL) {
+		proto_tls_conn_free(k->tls);
+		free(k->tls);
+	}
+	free(k->cin.p);
+	free(k->cout[0].p);
+	free(k->cout[1].p);
 	free(k);
 	c->nconns--;
 	client_free_maybe(c);
@@ -527,6 +585,14 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	size_t want = READ_CHUNK;
 
 	(void)suggested;
+	if (k->tls != NULL) {
+		if (k->cin.cap - k->cin.len < READ_CHUNK / 4 && buf_reserve(&k->cin, READ_CHUNK) != 0) {
+			*buf = uv_buf_init(NULL, 0);
+			return;
+		}
+		*buf = uv_buf_init((char *)k->cin.p + k->cin.len, (unsigned)(k->cin.cap - k->cin.len));
+		return;
+	}
 	/* A frame whose header says it is bigger than what is free gets room for all of it,
 	 * up to max_frame (checked by the header decoder before this can matter). */
 	if (k->rbuf.len >= PROTO_HDR_LEN) {
@@ -602,6 +668,7 @@ static bool handle_frame(kvc_conn_t *k, const proto_hdr_t *h, const uint8_t *p)
 				return false;
 			}
 			k->state = C_READY;
+			c->errmsg[0] = '\0';
 			c->failed_connects = 0;
 			c->reconnect_at = 0;
 			GK_DEBUG("client", "connected", "server=%s node=%llu",
@@ -612,8 +679,12 @@ static bool handle_frame(kvc_conn_t *k, const proto_hdr_t *h, const uint8_t *p)
 		if (h->type == PROTO_T_ERROR) {
 			proto_error_t e;
 			int code = proto_error_decode(p, h->len, &e) == 0 ? e.code : PROTO_EBADMSG;
-			if (code == PROTO_EVERSION || code == PROTO_EAUTH || code == PROTO_ECLUSTER) {
+			if (code == PROTO_EVERSION || code == PROTO_EAUTH || code == PROTO_ECLUSTER ||
+			    code == PROTO_ETLS) {
 				/* Every server of a cluster would say the same: stop here. */
+				if (code == PROTO_ETLS || e.message.len > 0)
+					snprintf(c->errmsg, sizeof c->errmsg, "%.*s",
+						 (int)e.message.len, (const char *)e.message.p);
 				c->failed_connects = 0;
 				fail_list(c, &c->pending, code);
 				if (c->conn == k)
@@ -666,19 +737,13 @@ static bool handle_frame(kvc_conn_t *k, const proto_hdr_t *h, const uint8_t *p)
 	}
 }
 
-static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+/* Handle every whole frame in rbuf; keep the partial one. */
+static void process_frames(kvc_conn_t *k)
 {
-	kvc_conn_t *k = s->data;
 	size_t off = 0;
 	proto_hdr_t h;
 	int rc;
 
-	(void)buf;
-	if (nread < 0) {
-		conn_fail(k, nread == UV_EOF ? PROTO_ECLOSED : (int)nread);
-		return;
-	}
-	k->rbuf.len += (size_t)nread;
 	while (k->state != C_CLOSING) {
 		rc = proto_hdr_decode(k->rbuf.p + off, k->rbuf.len - off, k->c->o.max_frame, &h);
 		if (rc == PROTO_EAGAIN)
@@ -700,19 +765,170 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	}
 }
 
-static void connect_cb(uv_connect_t *cr, int status)
+static int send_hello(kvc_conn_t *k);
+
+/* A TLS failure is final for the queued requests, as a refused HELLO is: every server of the
+ * list is checked against the same CA. */
+static void tls_failed(kvc_conn_t *k, const char *why)
 {
-	kvc_conn_t *k = cr->data;
+	kvc_client_t *c = k->c;
+
+	snprintf(c->errmsg, sizeof c->errmsg, "TLS with %s failed: %s", c->servers[k->server].name,
+		 why);
+	GK_DEBUG("client", "TLS failed", "server=%s why=\"%s\"", c->servers[k->server].name, why);
+	c->failed_connects = 0;
+	fail_list(c, &c->pending, PROTO_ETLS);
+	if (c->conn == k)
+		conn_close(k, PROTO_ETLS, false);
+}
+
+/* mbedTLS 2.28 matches the host only against DNS names; an IP address in the server list
+ * is checked here against the certificate's IP SANs instead. */
+static bool peer_has_ip(const proto_tls_conn_t *t, const char *host)
+{
+	const mbedtls_x509_crt *crt = mbedtls_ssl_get_peer_cert(&t->ssl);
+	unsigned char ip[16];
+	size_t n;
+
+	if (inet_pton(AF_INET, host, ip) == 1)
+		n = 4;
+	else if (inet_pton(AF_INET6, host, ip) == 1)
+		n = 16;
+	else
+		return false;
+	for (const mbedtls_x509_sequence *s = crt ? &crt->subject_alt_names : NULL; s; s = s->next)
+		if (s->buf.tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_X509_SAN_IP_ADDRESS) &&
+		    s->buf.len == n && memcmp(s->buf.p, ip, n) == 0)
+			return true;
+	return false;
+}
+
+static bool host_is_ip(const char *host)
+{
+	unsigned char ip[16];
+
+	return inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1;
+}
+
+static void tls_input(kvc_conn_t *k)
+{
+	proto_tls_conn_t *t = k->tls;
+	kvc_server_t *sv = &k->c->servers[k->server];
+	size_t used;
+	int rc;
+
+	if (!k->tls_seen) {
+		if (k->cin.len < 2)
+			return;
+		k->tls_seen = true;
+		/* A handshake record (0x16) or an alert (0x15), version 3.x; else not TLS (a
+		 * plain geokv server answers our ClientHello with an ERROR frame). */
+		if ((k->cin.p[0] != 0x16 && k->cin.p[0] != 0x15) || k->cin.p[1] != 0x03) {
+			tls_failed(k, "the server does not speak TLS (a plain listener?)");
+			return;
+		}
+	}
+	proto_tls_feed(t, k->cin.p, k->cin.len);
+	if (!t->established) {
+		rc = proto_tls_handshake(t);
+		conn_write(k); /* the handshake's records */
+		if (k->state == C_CLOSING)
+			return;
+		if (rc != 0 && rc != PROTO_EAGAIN) {
+			char why[200];
+			uint32_t flags = mbedtls_ssl_get_verify_result(&t->ssl);
+			if (t->tls_err == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED && flags != 0 &&
+			    flags != (uint32_t)-1) {
+				int n = mbedtls_x509_crt_verify_info(why, sizeof why, "", flags);
+				while (n > 0 && (why[n - 1] == '\n' || why[n - 1] == ' '))
+					why[--n] = '\0';
+				for (char *p = why; *p; p++)
+					if (*p == '\n')
+						*p = ';';
+			} else {
+				snprintf(why, sizeof why, "%s", proto_tls_strerror(t->tls_err));
+			}
+			tls_failed(k, why);
+			return;
+		}
+		if (t->established) {
+			if (host_is_ip(sv->host) && !peer_has_ip(t, sv->host)) {
+				tls_failed(k, "the server's certificate does not name this IP address");
+				return;
+			}
+			if (send_hello(k) != 0)
+				return;
+		}
+	}
+	while (t->established && k->state != C_CLOSING) {
+		long n;
+		if (buf_reserve(&k->rbuf, 16384 + 64) != 0) {
+			conn_fail(k, -ENOMEM);
+			return;
+		}
+		n = proto_tls_read(t, k->rbuf.p + k->rbuf.len, k->rbuf.cap - k->rbuf.len);
+		if (n > 0) {
+			k->rbuf.len += (size_t)n;
+			continue;
+		}
+		if (n == PROTO_EAGAIN)
+			break;
+		conn_fail(k, n == PROTO_ECLOSED ? PROTO_ECLOSED : PROTO_ETLS);
+		return;
+	}
+	if (k->state == C_CLOSING)
+		return;
+	used = k->cin.len - proto_tls_unconsumed(t);
+	if (used > 0) {
+		memmove(k->cin.p, k->cin.p + used, k->cin.len - used);
+		k->cin.len -= used;
+	}
+	process_frames(k);
+}
+
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	kvc_conn_t *k = s->data;
+
+	(void)buf;
+	if (nread < 0) {
+		if (k->tls != NULL && k->state == C_TLS) {
+			/* e.g. a server that wants a client certificate and closed on us */
+			tls_failed(k, nread == UV_EOF ? "the server closed the connection during the "
+							"handshake (does it want a client certificate?)"
+						      : uv_strerror((int)nread));
+			return;
+		}
+		conn_fail(k, nread == UV_EOF ? PROTO_ECLOSED : (int)nread);
+		return;
+	}
+	if (k->tls != NULL) {
+		k->cin.len += (size_t)nread;
+		tls_input(k);
+		return;
+	}
+	k->rbuf.len += (size_t)nread;
+	process_frames(k);
+}
+
+static int tls_send_cb(void *ctx, const uint8_t *p, size_t len)
+{
+	kvc_conn_t *k = ctx;
+	kvc_buf_t *b = &k->cout[k->wcur];
+
+	if (buf_reserve(b, len) != 0)
+		return -ENOMEM;
+	memcpy(b->p + b->len, p, len);
+	b->len += len;
+	return 0;
+}
+
+static int send_hello(kvc_conn_t *k)
+{
 	kvc_client_t *c = k->c;
 	proto_hello_t hello;
 	int rc;
 
-	if (k->state == C_CLOSING)
-		return;
-	if (status < 0) {
-		conn_fail(k, status);
-		return;
-	}
 	memset(&hello, 0, sizeof hello);
 	hello.version = PROTO_VERSION;
 	hello.role = PROTO_ROLE_CLIENT;
@@ -721,12 +937,50 @@ static void connect_cb(uv_connect_t *cr, int status)
 	if (c->token)
 		hello.token = (proto_bytes_t){(const uint8_t *)c->token, (uint32_t)strlen(c->token)};
 	k->state = C_HELLO;
-	if ((rc = uv_read_start((uv_stream_t *)&k->tcp, alloc_cb, read_cb)) != 0 ||
-	    (rc = conn_frame(k, PROTO_T_HELLO, 0, NULL, &hello)) != 0) {
+	if ((rc = conn_frame(k, PROTO_T_HELLO, 0, NULL, &hello)) != 0) {
+		conn_fail(k, rc);
+		return rc;
+	}
+	conn_write(k);
+	return k->state == C_CLOSING ? PROTO_ECLOSED : 0;
+}
+
+static void connect_cb(uv_connect_t *cr, int status)
+{
+	kvc_conn_t *k = cr->data;
+	kvc_client_t *c = k->c;
+	int rc;
+
+	if (k->state == C_CLOSING)
+		return;
+	if (status < 0) {
+		conn_fail(k, status);
+		return;
+	}
+	if ((rc = uv_read_start((uv_stream_t *)&k->tcp, alloc_cb, read_cb)) != 0) {
 		conn_fail(k, rc);
 		return;
 	}
+	if (c->tls == NULL) {
+		send_hello(k);
+		return;
+	}
+	k->state = C_TLS;
+	if ((k->tls = calloc(1, sizeof *k->tls)) == NULL ||
+	    proto_tls_conn_init(k->tls, c->tls, tls_send_cb, k) != 0) {
+		conn_fail(k, -ENOMEM);
+		return;
+	}
+	/* SNI and the name check; an IP address is checked after the handshake instead. */
+	if (mbedtls_ssl_set_hostname(&k->tls->ssl, host_is_ip(c->servers[k->server].host)
+							 ? NULL : c->servers[k->server].host) != 0) {
+		conn_fail(k, -ENOMEM);
+		return;
+	}
+	rc = proto_tls_handshake(k->tls); /* writes the ClientHello */
 	conn_write(k);
+	if (k->state != C_CLOSING && rc != PROTO_EAGAIN && rc != 0)
+		tls_failed(k, proto_tls_strerror(k->tls->tls_err));
 }
 
 static void gai_cb(uv_getaddrinfo_t *g, int status, struct addrinfo *res)
@@ -907,6 +1161,30 @@ int kvc_client_new(uv_loop_t *loop, const char *servers, const kvc_opts_t *opts,
 	if (c->nservers == 0) {
 		rc = -EINVAL;
 		goto fail;
+	}
+	if (opts && (opts->tls_ca || opts->tls_cert || opts->tls_key)) {
+		proto_tls_opts_t to = {.server = false, .verify_peer = true};
+		proto_tls_pem_t pem;
+		char err[200];
+		if (!opts->tls_ca || !opts->tls_cert != !opts->tls_key ||
+		    proto_tls_pem_load(&pem, opts->tls_cert, opts->tls_key, opts->tls_ca, err,
+				       sizeof err) != 0) {
+			rc = PROTO_ETLS;
+			goto fail;
+		}
+		if ((c->tls = calloc(1, sizeof *c->tls)) == NULL) {
+			proto_tls_pem_free(&pem);
+			rc = -ENOMEM;
+			goto fail;
+		}
+		rc = proto_tls_conf_init(c->tls, &to, &pem, NULL, err, sizeof err);
+		proto_tls_pem_free(&pem);
+		if (rc != 0) {
+			free(c->tls);
+			c->tls = NULL;
+			rc = rc == -ENOMEM ? rc : PROTO_ETLS;
+			goto fail;
+		}
 	}
 	uv_timer_init(loop, &c->timer);
 	c->timer.data = c;

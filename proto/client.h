@@ -14,7 +14,7 @@
  *   simple programs. Includes a pipelined batch loader (kvc_loader_*).
  *
  * What it is not: thread-safe. A kvc_client_t belongs to the thread running its loop; a
- * kvc_t to one thread at a time. Not TLS yet: connections are plain TCP (see "TLS hook").
+ * kvc_t to one thread at a time. TLS when kvc_opts_t.tls_ca is set.
  *
  * Retry rules (why a request is or is not resent):
  *   - a request not yet written to a socket is always kept for the next connection;
@@ -53,6 +53,12 @@ typedef struct kvc_opts {
 	uint32_t max_redirects;       /* NOTLEADER hops per request; 0 = 5 */
 	uint32_t connect_rounds;      /* full passes over the server list before queued requests
 	                               * fail with the last connect error; 0 = 2 */
+	/* TLS (TLS 1.2, mbedTLS via proto/tls.h): on when tls_ca is set. The server's certificate
+	 * must chain to tls_ca and name the host as written in the server list (DNS name or IP
+	 * address). tls_cert/tls_key: a client certificate, for servers that ask for one. */
+	const char *tls_ca;           /* CA file (PEM); NULL = plain TCP */
+	const char *tls_cert;         /* client certificate chain (PEM) or NULL */
+	const char *tls_key;          /* its private key (PEM) */
 } kvc_opts_t;
 
 /* ---- async API ---------------------------------------------------------------------- */
@@ -99,8 +105,10 @@ struct kvc_req {
 /*
  * Create a client on `loop` for `servers` ("host:port[,host:port...]", port defaults to
  * KVC_DEFAULT_PORT, IPv6 as "[::1]:7400"). Does not connect until the first request.
- * opts may be NULL (defaults); its strings are copied.
- * Returns 0, -EINVAL (empty or malformed server list), -ENOMEM.
+ * opts may be NULL (defaults); its strings are copied, TLS files are read here.
+ * Returns 0, -EINVAL (empty or malformed server list), PROTO_ETLS (a TLS file cannot be read
+ * or parsed, or tls_cert without tls_key; proto_tls_pem_load on the same files says why),
+ * -ENOMEM.
  */
 int kvc_client_new(uv_loop_t *loop, const char *servers, const kvc_opts_t *opts,
 		   kvc_client_t **out);
@@ -128,10 +136,17 @@ const char *kvc_client_server(const kvc_client_t *c);
 void kvc_client_close(kvc_client_t *c, void (*close_cb)(void *arg), void *arg);
 
 /*
- * TLS hook: connections are plain TCP. TLS will wrap the stream between the uv_tcp_t and
- * the frame reader/writer (proto/tls.h's mbedTLS set-up, as the gateway uses it);
- * kvc_opts_t will gain a `tls` config pointer. Not implemented yet.
+ * TLS: with kvc_opts_t.tls_ca, each connection runs a TLS 1.2 handshake (proto/tls.h's
+ * callback BIO between the uv_tcp_t and the frame reader/writer) before HELLO, verifying the
+ * server's certificate against the CA and the host name from the server list. A failed
+ * handshake or certificate check fails the queued requests with PROTO_ETLS at once (every
+ * server of the list would be checked against the same CA); kvc_client_errmsg() says why.
+ * A server that requires TLS answers a plain client PROTO_ETLS too.
  */
+
+/* Why the last connection failed, when the client knows more than the code (a TLS
+ * handshake error, a server's refusal of HELLO): "" otherwise. Valid until the next loop run. */
+const char *kvc_client_errmsg(const kvc_client_t *c);
 
 /* ---- blocking API ------------------------------------------------------------------- */
 
