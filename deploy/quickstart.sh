@@ -77,19 +77,20 @@ server=127.0.0.1:$pport
 
 mkdir -p "$run/primary1"
 "$primary" --data "$run/primary1" --listen "$server" --node-id 1 --cluster-id quickstart \
+	--cert "$run/certs/server.crt" --key "$run/certs/server.key" \
 	>>"$run/primary1.log" 2>&1 &
 echo $! >"$run/primary1.pid"
 
 for i in $(seq 100); do
-	"$geokv" -s "$server" status >/dev/null 2>&1 && break
+	"$geokv" -s "$server" --tls-ca "$run/certs/ca.crt" status >/dev/null 2>&1 && break
 	kill -0 "$(cat "$run/primary1.pid")" 2>/dev/null || die "primary exited; see $run/primary1.log"
 	sleep 0.1
 done
-"$geokv" -s "$server" status >/dev/null || die "primary not answering on $server; see $run/primary1.log"
+"$geokv" -s "$server" --tls-ca "$run/certs/ca.crt" status >/dev/null || die "primary not answering on $server; see $run/primary1.log"
 log "primary 1 listening on $server (log: run/primary1.log)"
 
-"$geokv" -s "$server" bucket add cards --history 5 --content-type application/json >/dev/null 2>&1 ||
-	"$geokv" -s "$server" bucket info cards >/dev/null || die "cannot create bucket cards"
+"$geokv" -s "$server" --tls-ca "$run/certs/ca.crt" bucket add cards --history 5 --content-type application/json >/dev/null 2>&1 ||
+	"$geokv" -s "$server" --tls-ca "$run/certs/ca.crt" bucket info cards >/dev/null || die "cannot create bucket cards"
 
 nkeys=${GEOKV_KEYS:-10000}
 python3 - "$nkeys" >"$run/sample.ndjson" <<'PY'
@@ -101,7 +102,7 @@ for i in range(int(sys.argv[1])):
            "token": f"{rnd.getrandbits(128):032x}"}
     print(json.dumps({"key": f"card.{i:07d}", "value": json.dumps(rec, separators=(',', ':'))}))
 PY
-"$geokv" -s "$server" load cards "$run/sample.ndjson" >&2 || die "load failed"
+"$geokv" -s "$server" --tls-ca "$run/certs/ca.crt" load cards "$run/sample.ndjson" >&2 || die "load failed"
 
 "$gateway" --data "$run/primary1/state" --listen "127.0.0.1:$gport" \
 	--cert "$run/certs/server.crt" --key "$run/certs/server.key" --bucket cards \
@@ -127,7 +128,7 @@ Read a key over HTTPS:
   curl --cacert run/certs/ca.crt https://127.0.0.1:$gport/kv/card.0000042
 
 More:
-  $build/proto/geokv -s $server get cards card.0000042
+  $build/proto/geokv -s $server --tls-ca run/certs/ca.crt get cards card.0000042
   curl --cacert run/certs/ca.crt https://127.0.0.1:$gport/healthz
   deploy/quickstart.sh stop
 EOF
