@@ -193,3 +193,89 @@ uint64_t su_key_records(kv_store_t *s)
 	mdb_txn_abort(txn);
 	return n;
 }
+
+/* ---- the revision index against the records it indexes ------------------------------- */
+
+static uint64_t rbe64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static uint64_t rle64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/* revs must map rev to bid ‖ key. rec: the record (a long key's bytes live in it). */
+static int revs_has(MDB_txn *txn, MDB_dbi revs, uint64_t rev, const uint8_t *bid,
+		    const uint8_t *enc, size_t elen, const MDB_val *rec)
+{
+	const uint8_t *r = rec->mv_data, *key = enc;
+	size_t klen = elen;
+	uint8_t kb[8];
+	MDB_val k = {8, kb}, v;
+
+	if (rec->mv_size < 25)
+		return -1;
+	if (r[24] & 0x80) { /* long key: u16 len ‖ key after the header */
+		klen = (size_t)r[25] | (size_t)r[26] << 8;
+		key = r + 27;
+	}
+	for (int i = 0; i < 8; i++)
+		kb[i] = (uint8_t)(rev >> (56 - 8 * i));
+	if (mdb_get(txn, revs, &k, &v) || v.mv_size != 4 + klen ||
+	    memcmp(v.mv_data, bid, 4) || memcmp((uint8_t *)v.mv_data + 4, key, klen)) {
+		fprintf(stderr, "revs: no or wrong entry for revision %llu\n", (unsigned long long)rev);
+		return -1;
+	}
+	return 0;
+}
+
+int su_check_revs(kv_store_t *s)
+{
+	MDB_txn *txn;
+	MDB_dbi revs, hist;
+	MDB_cursor *c;
+	MDB_val k, v;
+	MDB_stat st;
+	uint64_t n = 0;
+	int rc = 0;
+
+	if (mdb_txn_begin(kv_env(s), NULL, MDB_RDONLY, &txn) || mdb_dbi_open(txn, "revs", 0, &revs) ||
+	    mdb_dbi_open(txn, "hist", 0, &hist) || mdb_cursor_open(txn, 1, &c))
+		abort();
+	for (int op = MDB_FIRST; !rc && mdb_cursor_get(c, &k, &v, op) == 0; op = MDB_NEXT) {
+		const uint8_t *p = k.mv_data;
+		if (k.mv_size <= 4 || p[0] >= 0x20 || !(p[0] | p[1] | p[2] | p[3]))
+			continue;
+		rc = revs_has(txn, revs, rle64(v.mv_data), p, p + 4, k.mv_size - 4, &v);
+		n++;
+	}
+	mdb_cursor_close(c);
+	if (mdb_cursor_open(txn, hist, &c))
+		abort();
+	for (int op = MDB_FIRST; !rc && mdb_cursor_get(c, &k, &v, op) == 0; op = MDB_NEXT) {
+		const uint8_t *p = k.mv_data;
+		size_t elen = (size_t)p[4] << 8 | p[5];
+		if (k.mv_size != 6 + elen + 8) {
+			rc = -1;
+			break;
+		}
+		rc = revs_has(txn, revs, rbe64(p + 6 + elen), p, p + 6, elen, &v);
+		n++;
+	}
+	mdb_cursor_close(c);
+	if (!rc && (mdb_stat(txn, revs, &st) || st.ms_entries != n)) {
+		fprintf(stderr, "revs: %llu entries for %llu retained records\n",
+			(unsigned long long)st.ms_entries, (unsigned long long)n);
+		rc = -1;
+	}
+	mdb_txn_abort(txn);
+	return rc;
+}

@@ -47,4 +47,8 @@ uint64_t su_db_entries(kv_store_t *s, const char *db);
 /* Latest-record entries (all buckets, tombstones included) in the main database. */
 uint64_t su_key_records(kv_store_t *s);
 
+/* The revision index holds exactly one entry per retained record (latest and hist), each
+ * naming that record's bucket id and key: 0, or -1 with the first mismatch on stderr. */
+int su_check_revs(kv_store_t *s);
+
 #endif

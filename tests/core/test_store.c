@@ -662,6 +662,92 @@ Test(kv_store, undecodable_entry_fails_the_call_and_applies_nothing)
 	cr_assert_eq(su_get(s, "b", "a", 0, NULL, 0, NULL), KV_ENOTFOUND);
 }
 
+Test(kv_store, plain_batch_checks_every_op_even_in_a_run_of_one_bucket)
+{
+	proto_op_t add = {.op = PROTO_OP_BUCKET_ADD, .bucket = su_b("small")};
+	proto_op_t ops[4] = {
+		{.op = PROTO_OP_PUT, .bucket = su_b("small"), .key = su_b("a"), .value = su_b("1234")},
+		{.op = PROTO_OP_PUT, .bucket = su_b("small"), .key = su_b("b"), .value = su_b("1")},
+		{.op = PROTO_OP_PUT, .bucket = su_b("small"), .key = su_b("c"), .value = su_b("12345")},
+		{.op = PROTO_OP_PUT, .bucket = su_b("b"), .key = su_b("d"), .value = su_b("12345")},
+	};
+	uint8_t buf[4096];
+	kv_result_t res;
+
+	add.cfg.max_value = 4;
+	cr_assert_eq(su_apply(s, 1, &add, &res), 0);
+	cr_assert_eq(res.status, 0);
+	cr_assert_eq(apply_buf(buf, batch_of(buf, sizeof buf, ops, 4), &res), 0);
+	cr_assert_eq(res.status, KV_EBATCH);
+	cr_assert_eq(res.failed_at, 2);
+	cr_assert_eq(res.failed_status, KV_ETOOBIG);
+	cr_assert_eq(su_get(s, "small", "a", 0, NULL, 0, NULL), KV_ENOTFOUND);
+	ops[2].value = su_b("x");
+	ops[1].bucket = su_b("gone");
+	cr_assert_eq(apply_buf(buf, batch_of(buf, sizeof buf, ops, 4), &res), 0);
+	cr_assert_eq(res.failed_at, 1);
+	cr_assert_eq(res.failed_status, KV_ENOBUCKET);
+	ops[1].bucket = su_b("small");
+	cr_assert_eq(apply_buf(buf, batch_of(buf, sizeof buf, ops, 4), &res), 0);
+	cr_assert_eq(res.status, 0);
+	cr_assert_eq(res.count, 4);
+	cr_assert_eq(su_get(s, "b", "d", 0, NULL, 0, NULL), 0);
+	cr_assert_eq(su_check_revs(s), 0);
+}
+
+/*
+ * The revision index is written through one cursor per write txn (kv_apply.c): it must stay
+ * exact through thousands of appends (a deep tree), overwrites and deletes of its last and
+ * middle entries inside one batch, history trims, purges, nested-txn batches that commit or
+ * abort, and batches spanning more buckets than apply's bucket cache holds.
+ */
+Test(kv_store, revision_index_stays_exact_through_large_mixed_batches)
+{
+	static proto_op_t ops[400];
+	static char keys[400][16], names[70][8];
+	static uint8_t buf[1 << 17];
+	const char *bk[3] = {"b", "h", "t"};
+	kv_result_t res;
+	uint64_t x = 7;
+	int nb = 0;
+
+	cr_assert_eq(su_bucket_add(s, "h", 3, 0), 0);
+	cr_assert_eq(su_bucket_add(s, "t", 0, 60000), 0);
+	for (int i = 0; i < 70; i++) {
+		snprintf(names[i], sizeof names[i], "m%d", i);
+		cr_assert_eq(su_bucket_add(s, names[i], 2, 0), 0);
+	}
+	for (int round = 0; round < 40; round++) {
+		int n = 400;
+		for (int i = 0; i < n; i++) {
+			x = x * 6364136223846793005ull + 1442695040888963407ull;
+			proto_op_t *o = &ops[i];
+			memset(o, 0, sizeof *o);
+			snprintf(keys[i], sizeof keys[i], "k%llu", (unsigned long long)(x >> 33) % 1500);
+			o->op = PROTO_OP_PUT;
+			o->bucket = su_b(round % 10 == 9 ? names[i % 70] : bk[(x >> 20) % 3]);
+			o->key = su_b(keys[i]);
+			o->value = su_b(keys[i]);
+			if (round % 4 == 3 && i % 7 == 1) { /* not a plain batch: nested txn */
+				if (round % 8 == 7) { /* purge what the op before put: commits */
+					o->op = PROTO_OP_PURGE;
+					o->bucket = ops[i - 1].bucket;
+					o->key = ops[i - 1].key;
+				} else { /* a delete of a missing key soon aborts the batch */
+					o->op = PROTO_OP_DELETE;
+				}
+			}
+		}
+		cr_assert_eq(apply_buf(buf, batch_of(buf, sizeof buf, ops, n), &res), 0);
+		if (res.status == 0)
+			nb++;
+		cr_assert_eq(res.status == 0, round % 8 != 3, "round %d", round);
+		cr_assert_eq(su_check_revs(s), 0, "round %d", round);
+	}
+	cr_assert_eq(nb, 35);
+	cr_assert_gt(su_db_entries(s, "revs"), 3000, "deep enough to need more than one page");
+}
+
 /* ---- TTL ------------------------------------------------------------------------------ */
 
 typedef struct exp {
