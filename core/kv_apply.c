@@ -597,15 +597,27 @@ static int op_apply(apply_t *a, const proto_op_t *op, uint64_t *rev)
 
 /* ---- batches -------------------------------------------------------------------------- */
 
+/* A PUT of a plain batch, kept from the check pass for the write pass. */
+struct kv__plain {
+	proto_bytes_t bucket, key, value;
+};
+
+static bool same_bucket(const kv__bcache_t *bc, const proto_bytes_t *name)
+{
+	return bc && bc->nlen == name->len && memcmp(bc->name, name->p, name->len) == 0;
+}
+
 static int batch_apply(apply_t *a, const proto_op_t *batch, kv_result_t *res)
 {
 	kv_store_t *s = a->s;
 	MDB_txn *parent = a->txn, *child = NULL;
 	proto_batch_iter_t it;
 	proto_op_t op;
+	kv__bcache_t *bc = NULL;
 	uint64_t rev, saved_rev = s->wrev;
 	unsigned saved_n;
 	uint32_t i = 0, bad_at = 0;
+	size_t np = 0;
 	int rc, bad_rc = 0;
 	bool plain = true;
 
@@ -613,24 +625,43 @@ static int batch_apply(apply_t *a, const proto_op_t *batch, kv_result_t *res)
 	 * Pass 1 decodes every op (an undecodable batch fails the whole call, so nothing of it
 	 * may be applied first) and checks the ops while the batch looks plain: PUTs of short
 	 * keys, which cannot fail a rule once key_check passed. Such a batch is then written
-	 * without a nested txn (pass 2); the bucket cache is not touched by key_check except
-	 * for loads, so a refused plain batch leaves nothing behind.
+	 * without a nested txn (pass 2) from the ops kept here, not decoded again; the bucket
+	 * cache is not touched by the checks except for loads, so a refused plain batch leaves
+	 * nothing behind. Consecutive ops mostly share a bucket: then only the key and the
+	 * value size are checked (the same rules, in key_check's order).
 	 */
 	proto_batch_iter_init(&it, batch);
 	for (i = 0; (rc = proto_batch_next(&it, &op)) == 1; i++) {
-		kv__bcache_t *bc;
 		if (!plain || bad_rc)
 			continue;
 		if (op.op != PROTO_OP_PUT || op.key.len > KV__KEY_DIRECT) {
 			plain = false;
 			continue;
 		}
-		if ((rc = key_check(a, &op, &bc))) {
+		if (same_bucket(bc, &op.bucket))
+			rc = !proto_key_valid(op.key.p, op.key.len) ? KV_EBADKEY :
+			     op.value.len > bc->b.max_value ? KV_ETOOBIG : 0;
+		else
+			rc = key_check(a, &op, &bc);
+		if (rc) {
 			if (!rule_err(rc))
 				return rc;
 			bad_rc = rc;
 			bad_at = i;
+			continue;
 		}
+		if (np == s->plain_cap) {
+			size_t cap = s->plain_cap ? s->plain_cap * 2 : 1024;
+			struct kv__plain *p = realloc(s->plain, cap * sizeof *p);
+			if (!p)
+				return -ENOMEM;
+			s->plain = p;
+			s->plain_cap = cap;
+		}
+		s->plain[np].bucket = op.bucket;
+		s->plain[np].key = op.key;
+		s->plain[np].value = op.value;
+		np++;
 	}
 	if (rc != 0)
 		return KV_ECORRUPT;
@@ -640,13 +671,16 @@ static int batch_apply(apply_t *a, const proto_op_t *batch, kv_result_t *res)
 		goto failed;
 	}
 	if (plain) {
-		kv__bcache_t *bc = NULL;
-		proto_batch_iter_init(&it, batch);
-		for (i = 0; proto_batch_next(&it, &op) == 1; i++) {
-			/* Consecutive ops mostly share a bucket: skip the cache scan then. */
-			if (!bc || bc->nlen != op.bucket.len || memcmp(bc->name, op.bucket.p, bc->nlen))
-				if ((rc = bc_find(a, &op.bucket, &bc)))
-					return rule_err(rc) ? KV_EINTERNAL : rc;
+		memset(&op, 0, sizeof op);
+		op.op = PROTO_OP_PUT;
+		bc = NULL;
+		for (i = 0; i < np; i++) {
+			const struct kv__plain *p = &s->plain[i];
+			if (!same_bucket(bc, &p->bucket) && (rc = bc_find(a, &p->bucket, &bc)))
+				return rule_err(rc) ? KV_EINTERNAL : rc;
+			op.bucket = p->bucket;
+			op.key = p->key;
+			op.value = p->value;
 			if ((rc = key_write(a, &op, bc, &rev)))
 				return rule_err(rc) ? KV_EINTERNAL : rc; /* checked: cannot happen */
 			if (i == 0)

@@ -328,6 +328,7 @@ void kv_close(kv_store_t *s)
 	mdb_env_close(s->env);
 	pthread_mutex_destroy(&s->gate_mu);
 	free(s->scratch);
+	free(s->plain);
 	free(s);
 }
 

@@ -185,6 +185,8 @@ struct kv_store {
 	uint64_t wrev;                 /* revision inside the current write txn */
 	uint8_t *scratch;              /* record copies (apply) */
 	size_t scratch_cap;
+	struct kv__plain *plain;       /* a plain batch's ops, decoded once (apply) */
+	size_t plain_cap;
 };
 
 /* ---- shared helpers (kv_env.c) ------------------------------------------------------- */
