@@ -5,80 +5,21 @@
 #
 #   primary.sh GEOKV_PRIMARY RAWCLIENT_PY
 #
-# Every daemon runs on a random free loopback port in 20000-30000 under a temp dir; a trap
-# kills every process this script started, by pid, also on failure.
-set -uo pipefail
-
+# Every daemon runs on a free loopback port (tests/lib/harness.sh) under a temp dir; every
+# process this script started is killed by pid on exit, also on failure.
+. "$(dirname "$0")/../lib/harness.sh"
 PRIM=$1
 RAW=$2
-TMP=$(mktemp -d /tmp/geokv-itest-XXXXXX)
-PIDS=()
-N=0
-FAILED=0
 
-cleanup() {
-	for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
-	wait 2>/dev/null
-	if [ "$FAILED" -eq 0 ]; then rm -rf "$TMP"; else echo "# logs kept in $TMP"; fi
-}
-trap cleanup EXIT
-
-ok()   { N=$((N+1)); echo "ok $N - $1"; }
-fail() { N=$((N+1)); FAILED=$((FAILED+1)); echo "not ok $N - $1"; shift; for l in "$@"; do echo "#   $l"; done; }
-# check NAME COND-COMMAND... : ok when the command succeeds
-check() { local name=$1; shift; if "$@"; then ok "$name"; else fail "$name" "command: $*"; fi; }
-# expect NAME WANTED-SUBSTRING COMMAND... : ok when the command's output contains it
-expect() {
-	local name=$1 want=$2; shift 2
-	local out; out=$("$@" 2>&1)
-	case "$out" in *"$want"*) ok "$name" ;; *) fail "$name" "want: $want" "got: $out" ;; esac
-}
-
-free_port() {
-	python3 - <<'PY'
-import random, socket
-for _ in range(200):
-    p = random.randint(20000, 30000)
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p)); s.close(); print(p); break
-    except OSError:
-        s.close()
-PY
-}
-
-# start NAME DATA ARGS... : starts a daemon, sets PID and ADDR; waits until it answers
-start() {
-	local name=$1 data=$2; shift 2
-	PORT=$(free_port)
-	ADDR=127.0.0.1:$PORT
-	"$PRIM" --data "$data" --listen "$ADDR" --cluster-id itest "$@" >>"$TMP/$name.log" 2>&1 &
-	PID=$!
-	PIDS+=("$PID")
-	for _ in $(seq 1 100); do
-		if python3 "$RAW" "$ADDR" status >/dev/null 2>&1; then return 0; fi
-		if ! kill -0 "$PID" 2>/dev/null; then return 1; fi
-		sleep 0.05
-	done
-	return 1
-}
-
-# stop_term: SIGTERM, wait; sets RC
-stop_term() {
-	kill -TERM "$PID"
-	for _ in $(seq 1 200); do kill -0 "$PID" 2>/dev/null || break; sleep 0.05; done
-	wait "$PID"; RC=$?
-}
-
-kill9() { kill -9 "$PID"; wait "$PID" 2>/dev/null; }
-
+# start NAME DATA ARGS...: a daemon of cluster "itest"; sets PID and ADDR (harness.sh)
+start() { spawn_primary "$1" "$2" --cluster-id itest "${@:3}"; }
 raw() { GEOKV_CLUSTER=itest python3 "$RAW" "$ADDR" "$@"; }
 
-echo "TAP version 13"
+tap_start
 
 # ---- basic operations ---------------------------------------------------------------------
 D=$TMP/basic
-if start basic "$D"; then ok "daemon starts and answers STATUS"; else fail "daemon starts" "$(cat "$TMP/basic.log")"; echo "1..$N"; exit 1; fi
+if start basic "$D"; then ok "daemon starts and answers STATUS"; else fail "daemon starts" "$(cat "$TMP/basic.log")"; tap_end; exit 1; fi
 expect "bucket add"                       "rev=1"   raw bucket-add users
 expect "put"                              "rev=2"   raw put users alice hello
 expect "get returns the value"            "hello"   raw get users alice
@@ -124,7 +65,7 @@ sleep 3.5
 expect "ttl key deleted after max age"    "KV_ENOTFOUND" raw get ephemeral gone
 
 # ---- SIGTERM: clean stop ----------------------------------------------------------------------
-stop_term
+stop "$PID"
 check "SIGTERM stops with exit 0" test "$RC" -eq 0
 expect "stop logged" "INFO primary stopped" cat "$TMP/basic.log"
 
@@ -135,11 +76,11 @@ expect "restart keeps values"             "0123456789abcdef" raw get small k
 expect "restart keeps revision"           "revision=" raw status
 
 # ---- replay: a store that lost its unsynced tail is rebuilt from the log ---------------------
-stop_term
+stop "$PID"
 cp -a "$D/state" "$TMP/state.old"
 start basic3 "$D" || fail "restart for replay"
 for i in 1 2 3 4 5; do raw put users "replay$i" "replay-value-$i" >/dev/null; done
-stop_term
+stop "$PID"
 rm -rf "$D/state" && cp -a "$TMP/state.old" "$D/state"
 start basic4 "$D" || fail "restart with an old state/"
 expect "replay logged"                    "INFO primary replayed log" cat "$TMP/basic4.log"
@@ -147,7 +88,7 @@ expect "replayed writes are present"      "replay-value-5" raw get users replay5
 expect "older writes are present"         "3" raw get users c
 
 # ---- a corrupted log entry is refused, never applied -------------------------------------------
-stop_term
+stop "$PID"
 rm -rf "$D/state" && cp -a "$TMP/state.old" "$D/state"
 python3 - "$D/raft/data.mdb" <<'PY'
 import sys
@@ -157,8 +98,8 @@ assert i >= 0, "value not found in the log file"
 b[i + 5] ^= 0x01
 open(p, "wb").write(b)
 PY
-"$PRIM" --data "$D" --listen 127.0.0.1:$(free_port) >"$TMP/corrupt.log" 2>&1 &
-CPID=$!; PIDS+=("$CPID")
+spawn corrupt "$PRIM" --data "$D" --listen 127.0.0.1:$(free_port)
+CPID=$SPAWNED
 for _ in $(seq 1 100); do kill -0 "$CPID" 2>/dev/null || break; sleep 0.05; done
 if kill -0 "$CPID" 2>/dev/null; then
 	fail "corrupted log entry stops start-up" "daemon still running"; kill -9 "$CPID"
@@ -174,10 +115,10 @@ D=$TMP/crash
 start crash "$D" || fail "start for crash test"
 raw bucket-add load >/dev/null
 ACK=$TMP/acked.txt; : >"$ACK"
-GEOKV_CLUSTER=itest python3 "$RAW" "$ADDR" load load 200000 100 "$ACK" >"$TMP/load.out" 2>&1 &
-LPID=$!; PIDS+=("$LPID")
+spawn load raw load load 200000 100 "$ACK"
+LPID=$SPAWNED
 for _ in $(seq 1 200); do [ "$(wc -l <"$ACK")" -ge 2000 ] && break; sleep 0.05; done
-kill9
+stop "$PID" 9
 wait "$LPID" 2>/dev/null
 ACKED=$(wc -l <"$ACK")
 check "load was acknowledging writes before kill -9 (acked=$ACKED)" test "$ACKED" -ge 1
@@ -186,15 +127,15 @@ expect "every acknowledged key present after kill -9 (acked=$ACKED)" "missing=0"
 
 # ---- SIGTERM during a load: in-flight writes finish, acked keys survive ---------------------
 : >"$ACK"
-GEOKV_CLUSTER=itest python3 "$RAW" "$ADDR" load load 200000 100 "$ACK" >"$TMP/load2.out" 2>&1 &
-LPID=$!; PIDS+=("$LPID")
+spawn load2 raw load load 200000 100 "$ACK"
+LPID=$SPAWNED
 for _ in $(seq 1 200); do [ "$(wc -l <"$ACK")" -ge 2000 ] && break; sleep 0.05; done
-stop_term
+stop "$PID"
 wait "$LPID" 2>/dev/null
 check "SIGTERM during load exits 0" test "$RC" -eq 0
 start crash3 "$D" || fail "restart after SIGTERM"
 expect "every acknowledged key present after SIGTERM (acked=$(wc -l <"$ACK"))" "missing=0" raw verify load "$ACK"
-stop_term
+stop "$PID"
 
 # ---- full store: tiny --map-max gives KV_EFULL, reads keep working, nothing acked is lost ----
 D=$TMP/full
@@ -214,11 +155,10 @@ check "a full store answers KV_EFULL (after $(wc -l <"$ACK") puts)" test "$FULL"
 expect "reads still served when full"     "present=" raw verify big "$ACK"
 expect "small writes fail or succeed cleanly when full" "" raw put big tiny x
 check "daemon alive after KV_EFULL" kill -0 "$PID"
-stop_term
+stop "$PID"
 check "full store stops cleanly" test "$RC" -eq 0
 start full2 "$D" --map-size 1M --map-max 2M || fail "restart full store" "$(tail -5 "$TMP/full2.log")"
 expect "acknowledged keys survive a full store + restart" "missing=0" raw verify big "$ACK"
-stop_term
+stop "$PID"
 
-echo "1..$N"
-[ "$FAILED" -eq 0 ]
+tap_end

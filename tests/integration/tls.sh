@@ -5,95 +5,52 @@
 # certificate), and the daemon serving on after each. Emits TAP.
 #
 #   tls.sh GEOKV_PRIMARY GEOKV_CLI CERTS_SH
-set -uo pipefail
-
+. "$(dirname "$0")/../lib/harness.sh"
 PRIM=$1
 CLI=$2
 CERTS=$3
-TMP=$(mktemp -d /tmp/geokv-itest-tls-XXXXXX)
-PIDS=()
-N=0
-FAILED=0
+RUN_TIMEOUT=20
 
-cleanup() {
-	for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
-	wait 2>/dev/null
-	if [ "$FAILED" -eq 0 ]; then rm -rf "$TMP"; else echo "# logs kept in $TMP"; fi
-}
-trap cleanup EXIT
-
-echo "TAP version 13"
-ok()   { N=$((N+1)); echo "ok $N - $1"; }
-fail() { N=$((N+1)); FAILED=$((FAILED+1)); echo "not ok $N - $1"; shift; for l in "$@"; do echo "#   $l"; done; }
-run() { OUT=$(timeout 20 "$@" 2>&1); RC=$?; }
-# expect NAME RC WANTED-SUBSTRING CMD...
-expect() {
-	local name=$1 want_rc=$2 want=$3; shift 3
-	run "$@"
-	if [ "$RC" -eq "$want_rc" ] && case "$OUT" in *"$want"*) true ;; *) false ;; esac; then
-		ok "$name"
-	else
-		fail "$name" "command: $*" "want rc=$want_rc output containing: $want" "got rc=$RC: $(printf '%s' "$OUT" | head -c 400)"
-	fi
-}
-check() { local name=$1; shift; if "$@" >/dev/null 2>&1; then ok "$name"; else fail "$name" "command: $*"; fi; }
-
-free_port() {
-	python3 - <<'PY'
-import random, socket
-for _ in range(200):
-    p = random.randint(20000, 30000)
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p)); s.close(); print(p); break
-    except OSError:
-        s.close()
-PY
-}
-
-# start NAME ARGS...: start a primary, wait for its "serving" line; sets ADDR
+# start NAME ARGS...: a primary on a fresh data dir (harness.sh), its log shown when it fails
 start() {
 	local name=$1; shift
-	local port; port=$(free_port)
-	ADDR=127.0.0.1:$port
-	"$PRIM" --data "$TMP/$name" --listen "${LHOST:-127.0.0.1}:$port" "$@" >"$TMP/$name.log" 2>&1 &
-	PIDS+=($!)
-	for _ in $(seq 100); do grep -q "INFO primary serving" "$TMP/$name.log" 2>/dev/null && return 0; sleep 0.05; done
+	spawn_primary "$name" "$TMP/$name" "$@" && return 0
 	echo "# $name did not start:"; sed 's/^/#   /' "$TMP/$name.log"
 	return 1
 }
 
+tap_start
 "$CERTS" "$TMP/certs" >/dev/null || { echo "Bail out! certs.sh failed"; exit 1; }
 C=$TMP/certs
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
 	-subj "/CN=other CA" -keyout "$TMP/other.key" -out "$TMP/other.crt" 2>/dev/null
 
 # on every address, so that 127.0.0.2 (not in the certificate) reaches it too
-LHOST=0.0.0.0 start tls --cert "$C/server.crt" --key "$C/server.key" || exit 1
+LISTEN_HOST=0.0.0.0 start tls --cert "$C/server.crt" --key "$C/server.key" || exit 1
 T=$ADDR
 check "start-up logs tls=on" grep -q "serving listen=0.0.0.0:${T#*:} tls=on" "$TMP/tls.log"
 
-expect "status over TLS (IP address checked against the certificate)" 0 "role:" \
+expect_rc "status over TLS (IP address checked against the certificate)" 0 "role:" \
 	"$CLI" -s "$T" --tls-ca "$C/ca.crt" status
-expect "bucket add over TLS, host name verified (localhost)" 0 "" \
+expect_rc "bucket add over TLS, host name verified (localhost)" 0 "" \
 	"$CLI" -s "localhost:${T#*:}" --tls-ca "$C/ca.crt" bucket add users
-expect "put over TLS" 0 "" "$CLI" -s "$T" --tls-ca "$C/ca.crt" put users alice v1
-expect "get over TLS, CA from GEOKV_TLS_CA" 0 "v1" env GEOKV_TLS_CA="$C/ca.crt" "$CLI" -s "$T" get users alice
+expect_rc "put over TLS" 0 "" "$CLI" -s "$T" --tls-ca "$C/ca.crt" put users alice v1
+expect_rc "get over TLS, CA from GEOKV_TLS_CA" 0 "v1" env GEOKV_TLS_CA="$C/ca.crt" "$CLI" -s "$T" get users alice
 printf 'k1\tone\nk2\ttwo\n{"key":"k3","value":"three"}\n' >"$TMP/load.txt"
 head -c 300000 /dev/zero | tr '\0' x >"$TMP/big"
 python3 -c "import json; print(json.dumps({'key':'big','value':open('$TMP/big').read()}))" >>"$TMP/load.txt"
-expect "load over TLS (records over 16 KiB)" 0 "loaded 4 keys" "$CLI" -s "$T" --tls-ca "$C/ca.crt" load users "$TMP/load.txt"
+expect_rc "load over TLS (records over 16 KiB)" 0 "loaded 4 keys" "$CLI" -s "$T" --tls-ca "$C/ca.crt" load users "$TMP/load.txt"
 run "$CLI" -s "$T" --tls-ca "$C/ca.crt" get --raw users big
 if [ "$RC" -eq 0 ] && [ "${#OUT}" -eq 300000 ]; then ok "a 300 KB value read back over TLS"; else fail "a 300 KB value read back over TLS" "rc=$RC len=${#OUT}"; fi
-expect "get of a loaded key" 0 "three" "$CLI" -s "$T" --tls-ca "$C/ca.crt" get users k3
+expect_rc "get of a loaded key" 0 "three" "$CLI" -s "$T" --tls-ca "$C/ca.crt" get users k3
 
-expect "without the CA: plain client refused, exit 5, says TLS is required" 5 "requires TLS" \
+expect_rc "without the CA: plain client refused, exit 5, says TLS is required" 5 "requires TLS" \
 	env -u GEOKV_TLS_CA "$CLI" -s "$T" get users alice
-expect "with another CA: refused, exit 5, says why" 5 "not correctly signed by the trusted CA" \
+expect_rc "with another CA: refused, exit 5, says why" 5 "not correctly signed by the trusted CA" \
 	"$CLI" -s "$T" --tls-ca "$TMP/other.crt" get users alice
-expect "an address the certificate does not carry: refused, exit 5" 5 "does not name this IP" \
+expect_rc "an address the certificate does not carry: refused, exit 5" 5 "does not name this IP" \
 	"$CLI" -s "127.0.0.2:${T#*:}" --tls-ca "$C/ca.crt" get users alice
-expect "an unreadable CA file: usage error, exit 2" 2 "TLS files" \
+expect_rc "an unreadable CA file: usage error, exit 2" 2 "TLS files" \
 	"$CLI" -s "$T" --tls-ca "$TMP/nosuch.crt" get users alice
 run python3 - "${T#*:}" <<'PY'
 import socket, struct, sys
@@ -112,16 +69,16 @@ sys.exit(0 if b"requires TLS" in data else 1)
 PY
 if [ "$RC" -eq 0 ]; then ok "raw plaintext bytes: a plain error frame and close, no hang"; else fail "raw plaintext bytes: a plain error frame and close, no hang" "$OUT"; fi
 check "the refusals are logged" grep -q "WARN server plain client on the TLS listener" "$TMP/tls.log"
-expect "still serving over TLS after the refusals" 0 "v1" "$CLI" -s "$T" --tls-ca "$C/ca.crt" get users alice
+expect_rc "still serving over TLS after the refusals" 0 "v1" "$CLI" -s "$T" --tls-ca "$C/ca.crt" get users alice
 
 # client certificates
 start mtls --cert "$C/server.crt" --key "$C/server.key" --set tls.client_ca="$C/ca.crt" || exit 1
 M=$ADDR
-expect "client_ca: no client certificate, refused, exit 5" 5 "client certificate" \
+expect_rc "client_ca: no client certificate, refused, exit 5" 5 "client certificate" \
 	"$CLI" -s "$M" --tls-ca "$C/ca.crt" status
-expect "client_ca: with a client certificate, served" 0 "role:" \
+expect_rc "client_ca: with a client certificate, served" 0 "role:" \
 	"$CLI" -s "$M" --tls-ca "$C/ca.crt" --tls-cert "$C/server.crt" --tls-key "$C/server.key" status
-expect "client_ca: a certificate of another CA, refused" 5 "TLS" \
+expect_rc "client_ca: a certificate of another CA, refused" 5 "TLS" \
 	"$CLI" -s "$M" --tls-ca "$C/ca.crt" --tls-cert "$TMP/other.crt" --tls-key "$TMP/other.key" status
 
 # a plain primary: a TLS client is told at once, a token without TLS is warned about
@@ -130,16 +87,15 @@ start plain --token-file "$TMP/token" || exit 1
 P=$ADDR
 check "a token without TLS: WARN at start-up" grep -q "WARN server HELLO tokens travel in clear" "$TMP/plain.log"
 SECONDS=0
-expect "a TLS client on a plain port: refused at once, exit 5" 5 "does not speak TLS" \
+expect_rc "a TLS client on a plain port: refused at once, exit 5" 5 "does not speak TLS" \
 	"$CLI" -s "$P" --tls-ca "$C/ca.crt" status
 check "... within a second, not a timeout" test "$SECONDS" -le 1
-expect "the plain primary still serves plain clients" 0 "role:" env GEOKV_TOKEN=s3cret "$CLI" -s "$P" status
+expect_rc "the plain primary still serves plain clients" 0 "role:" env GEOKV_TOKEN=s3cret "$CLI" -s "$P" status
 
 start badcert --cert "$C/server.crt" --key "$TMP/other.key" --log-level error >/dev/null
 if grep -q "cannot load TLS files" "$TMP/badcert.log"; then ok "a key not matching the certificate: start-up fails with a clear error"; else
 	sleep 0.5; if grep -q "cannot load TLS files" "$TMP/badcert.log"; then ok "a key not matching the certificate: start-up fails with a clear error"; else fail "bad key refused" "$(cat "$TMP/badcert.log")"; fi; fi
-expect "cert without key: config error, exit 2" 2 "[tls] cert and key go together" \
+expect_rc "cert without key: config error, exit 2" 2 "[tls] cert and key go together" \
 	"$PRIM" --data "$TMP/x" --cert "$C/server.crt"
 
-echo "1..$N"
-[ "$FAILED" -eq 0 ]
+tap_end
