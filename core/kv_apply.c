@@ -6,8 +6,8 @@
  * Invariants kept by every op (tests/core check them through the API):
  *   - keys holds one record per key ever written and not since purged-and-bucket-deleted;
  *     a key's retained records (keys + hist) number at most the bucket's history depth.
- *   - revs has exactly one entry per retained record; ttl exactly one per live PUT record
- *     of a bucket with a max age.
+ *   - revs has exactly one item (in one of its runs) per retained record; ttl exactly one
+ *     entry per live PUT record of a bucket with a max age.
  *   - the bucket record's keys/bytes count live PUT records and their value bytes.
  *   - an op that breaks a rule writes nothing: every check happens before the first write.
  *
@@ -32,7 +32,7 @@ typedef struct apply {
 	kv_store_t *s;
 	MDB_txn *txn;          /* the call's txn, or a batch's nested txn */
 	MDB_cursor *cur;       /* on main in txn, opened on first use (no malloc per op) */
-	MDB_cursor *rcur;      /* on revs in txn, opened on first use: see revs_put */
+	MDB_cursor *rcur;      /* on revs in txn, opened on first use: see revs_flush */
 	uint64_t time_ms;      /* the entry's leader time */
 } apply_t;
 
@@ -140,44 +140,132 @@ static int revs_cursor(apply_t *a)
 }
 
 /*
- * Revisions only grow: MDB_APPEND writes at the end without comparing keys on the way down.
- * Through mdb_put that cost ~1,300 instructions per entry (a cursor set up, the root fetched
- * and every level looked up in the txn's dirty list); through one cursor kept open for the
- * txn ~770, since LMDB keeps the cursor's root page and only walks the right edge. Every revs
- * write of the txn goes through this one cursor (revs_del too), so its position never depends
- * on LMDB fixing it up after another cursor's write. (A plain put through the positioned
- * cursor skips the walk but splits pages in the middle: half-full pages, more instructions.)
+ * The revision index holds runs (kv_format.h): the revisions one entry (an op or a batch)
+ * indexes are collected in s->run and written as one revs record of up to KV__RUN_MAX bytes,
+ * when the run is full and at the end of the entry (revs_flush), so runs never depend on how
+ * entries were grouped into kv_apply calls. One LMDB append per run instead of one per
+ * revision: an append costs ~770 instructions even through a kept cursor (LMDB's append path
+ * re-walks the tree's right edge each time) against ~30 to add an item to the run.
+ *
+ * Runs only grow at the end: MDB_APPEND, through one cursor kept open for the txn (it keeps
+ * its root page and setup). Every revs write of the txn goes through this cursor, so its
+ * position never depends on LMDB fixing it up after another cursor's write.
  */
-static int revs_put(apply_t *a, uint64_t rev, uint32_t bid, const proto_bytes_t *key)
+static int revs_flush(apply_t *a)
 {
+	kv_store_t *s = a->s;
 	uint8_t kb[8];
-	MDB_val k = {8, kb}, v = {4 + key->len, NULL};
+	MDB_val k = {8, kb}, v = {s->run_len, s->run};
 	int rc;
 
+	if (!s->run_len)
+		return 0;
 	if ((rc = revs_cursor(a)))
 		return rc;
-	kv__be64(kb, rev);
-	if ((rc = mdb_cursor_put(a->rcur, &k, &v, MDB_APPEND | MDB_RESERVE)))
+	kv__be64(kb, s->run_rev);
+	s->run_len = 0;
+	if ((rc = mdb_cursor_put(a->rcur, &k, &v, MDB_APPEND)))
 		return rc == MDB_KEYEXIST ? KV_ECORRUPT : kv__err(rc);
-	kv__be32(v.mv_data, bid);
-	memcpy((uint8_t *)v.mv_data + 4, key->p, key->len);
 	return 0;
 }
 
-static int revs_del(apply_t *a, uint64_t rev)
+static int revs_put(apply_t *a, uint64_t rev, uint32_t bid, const proto_bytes_t *key)
 {
-	uint8_t kb[8];
-	MDB_val k = {8, kb}, v;
+	kv_store_t *s = a->s;
+	size_t n = KV__RUN_ITEM + key->len;
+	uint8_t *p;
 	int rc;
 
+	if (s->run_len && (s->run_len + n > KV__RUN_MAX || rev - s->run_rev > 0xffff) &&
+	    (rc = revs_flush(a)))
+		return rc;
+	if (!s->run_len)
+		s->run_rev = rev;
+	p = s->run + s->run_len;
+	p[0] = (uint8_t)(rev - s->run_rev);
+	p[1] = (uint8_t)((rev - s->run_rev) >> 8);
+	p[2] = (uint8_t)key->len;
+	p[3] = (uint8_t)(key->len >> 8);
+	kv__be32(p + 4, bid);
+	memcpy(p + 8, key->p, key->len);
+	s->run_len += n;
+	return 0;
+}
+
+/* The item of revision rev in run (base = the run's key): its offset, or -1. */
+static long run_find(const uint8_t *run, size_t len, uint64_t base, uint64_t rev)
+{
+	size_t off = 0;
+
+	while (off + KV__RUN_ITEM <= len) {
+		uint64_t r = base + (run[off] | (uint32_t)run[off + 1] << 8);
+		size_t n = KV__RUN_ITEM + (run[off + 2] | (size_t)run[off + 3] << 8);
+		if (r == rev)
+			return off + n <= len ? (long)off : -1;
+		if (r > rev)
+			return -1;
+		off += n;
+	}
+	return -1;
+}
+
+static size_t run_item_len(const uint8_t *item)
+{
+	return KV__RUN_ITEM + (item[2] | (size_t)item[3] << 8);
+}
+
+/* Drop revision rev from the revision index: from the open run, or from its stored run (the
+ * run is rewritten without it, or deleted when it was the last). Absent: nothing to do. */
+static int revs_del(apply_t *a, uint64_t rev)
+{
+	kv_store_t *s = a->s;
+	uint8_t kb[8], buf[KV__RUN_BUF];
+	MDB_val k = {8, kb}, v;
+	uint64_t base;
+	long at;
+	size_t n;
+	int rc;
+
+	if (s->run_len && rev >= s->run_rev) {
+		/* Revisions of this entry are only ever in its open run. */
+		if ((at = run_find(s->run, s->run_len, s->run_rev, rev)) >= 0) {
+			n = run_item_len(s->run + at);
+			memmove(s->run + at, s->run + at + n, s->run_len - (size_t)at - n);
+			s->run_len -= n;
+		}
+		return 0;
+	}
 	if ((rc = revs_cursor(a)))
 		return rc;
+	/* The run holding rev is the last one whose key is <= rev. */
 	kv__be64(kb, rev);
-	rc = mdb_cursor_get(a->rcur, &k, &v, MDB_SET);
+	rc = mdb_cursor_get(a->rcur, &k, &v, MDB_SET_RANGE);
+	if (rc == 0 && (k.mv_size != 8 || kv__rbe64(k.mv_data) != rev))
+		rc = mdb_cursor_get(a->rcur, &k, &v, MDB_PREV);
+	else if (rc == MDB_NOTFOUND)
+		rc = mdb_cursor_get(a->rcur, &k, &v, MDB_LAST);
 	if (rc == MDB_NOTFOUND)
 		return 0;
-	if (rc == 0)
+	if (rc)
+		return kv__err(rc);
+	if (k.mv_size != 8 || v.mv_size > sizeof buf)
+		return KV_ECORRUPT;
+	base = kv__rbe64(k.mv_data);
+	if (base > rev || (at = run_find(v.mv_data, v.mv_size, base, rev)) < 0)
+		return 0;
+	n = run_item_len((uint8_t *)v.mv_data + at);
+	if (n == v.mv_size) {
 		rc = mdb_cursor_del(a->rcur, 0);
+		return kv__err(rc);
+	}
+	/* k and v point into the page the rewrite changes: build the shorter run aside. */
+	memcpy(kb, k.mv_data, 8);
+	k.mv_data = kb;
+	memcpy(buf, v.mv_data, (size_t)at);
+	memcpy(buf + at, (uint8_t *)v.mv_data + at + n, v.mv_size - (size_t)at - n);
+	v.mv_data = buf;
+	v.mv_size -= n;
+	rc = mdb_cursor_put(a->rcur, &k, &v, MDB_CURRENT);
 	return kv__err(rc);
 }
 
@@ -724,10 +812,12 @@ static int batch_apply(apply_t *a, const proto_op_t *batch, kv_result_t *res)
 		return 0;
 	}
 	mdb_txn_abort(child);
-	/* Roll back what the failed ops did to the in-memory state too. */
+	/* Roll back what the failed ops did to the in-memory state too (the entry's run was
+	 * empty when the batch began: entry_apply flushes it at the end of every entry). */
 	memcpy(s->bcache, s->bcache_save, saved_n * sizeof s->bcache[0]);
 	s->nbcache = saved_n;
 	s->wrev = saved_rev;
+	s->run_len = 0;
 	if (!rule_err(rc))
 		return rc;
 failed:
@@ -757,8 +847,11 @@ static int entry_apply(apply_t *a, const kv_entry_in_t *in, kv_result_t *res)
 	if (proto_entry_decode(in->data, in->len, &e) != 0)
 		return KV_ECORRUPT; /* decode_all said it was fine: the bytes changed under us */
 	a->time_ms = e.time_ms;
-	if (e.op.op == PROTO_OP_BATCH)
-		return batch_apply(a, &e.op, res);
+	if (e.op.op == PROTO_OP_BATCH) {
+		if ((rc = batch_apply(a, &e.op, res)))
+			return rc;
+		return revs_flush(a);
+	}
 	rc = op_apply(a, &e.op, &rev);
 	if (rc == 0) {
 		res->rev = rev;
@@ -768,7 +861,7 @@ static int entry_apply(apply_t *a, const kv_entry_in_t *in, kv_result_t *res)
 	} else {
 		return rc;
 	}
-	return 0;
+	return revs_flush(a);
 }
 
 /* Refuse the whole call before touching the store if any entry cannot be decoded. */
@@ -799,6 +892,7 @@ static int apply_txn(kv_store_t *s, const kv_entry_in_t *ents, size_t n, kv_resu
 	if ((rc = mdb_txn_begin(s->env, NULL, 0, &a.txn)))
 		return kv__err(rc);
 	s->nbcache = 0;
+	s->run_len = 0;
 	s->wrev = atomic_load(&s->revision);
 	for (size_t i = 0; i < n; i++)
 		if ((rc = entry_apply(&a, &ents[i], &res[i])))
@@ -821,6 +915,7 @@ fail:
 		mdb_cursor_close(a.rcur);
 	mdb_txn_abort(a.txn);
 	s->nbcache = 0;
+	s->run_len = 0;
 	return rc;
 }
 

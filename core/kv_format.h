@@ -2,7 +2,7 @@
  * geokv store internals: the on-disk layout of `state/` and what the kv_*.c files share.
  * Not a public header: only core/kv_*.c include it.
  *
- * ON-DISK LAYOUT (format 1). One LMDB environment: the unnamed main database plus five named
+ * ON-DISK LAYOUT (format 2). One LMDB environment: the unnamed main database plus five named
  * ones. Integers in keys are big-endian (so LMDB's memcmp order is numeric order); integers
  * in values are little-endian. "bid" is a bucket's u32 id: keys carry 4 bytes instead of the
  * bucket name.
@@ -17,9 +17,10 @@
  *                                           re-created bucket cannot see its old keys
  *   bids     bid (BE32)    -> name          (id -> name for the revision and TTL indexes)
  *   hist     bid ‖ u16 len ‖ enc(key) ‖ rev (BE64)  -> record: older retained records
- *   revs     rev (BE64)                -> bid ‖ key   one entry per retained record (latest
- *                                         and hist, tombstones included): watch/feed scans
- *                                         it from a revision, in revision order
+ *   revs     rev (BE64)                -> run         one item per retained record (latest
+ *                                         and hist, tombstones included), see "Revision
+ *                                         runs" below: watch/feed scans it from a revision,
+ *                                         in revision order
  *   ttl      expire_at (BE64) ‖ rev    -> bid ‖ key   live PUT records of buckets with a max
  *                                         age: kv_expired() reads it oldest-first
  *
@@ -34,6 +35,18 @@
  *   u64 rev, u64 create_rev (0 for tombstones), u64 time_ms, u8 kind (proto_rec_kind, with
  *   KV__REC_LONGKEY set when the key is longer than KV__KEY_DIRECT: then u16 len ‖ full key
  *   follows the header), value bytes.
+ *
+ * Revision runs (format 2; format 1 had one revs entry per revision, value bid ‖ key): the
+ *   revisions one log entry (an op or a batch) indexes are stored together, up to
+ *   KV__RUN_MAX bytes per run (one item may exceed it alone: a long key). The run's key is
+ *   its first revision ("base"); its value is items in revision order, each
+ *     u16 off (LE, rev - base) ‖ u16 klen (LE) ‖ bid (BE32) ‖ key (klen bytes, the full key)
+ *   so an item's bid ‖ key is one slice. Revisions are never shared by two runs and every
+ *   item's revision is >= its run's key, so the run holding revision r is the last run with a
+ *   key <= r; a reader scanning from r starts at that run and skips its items below r. When
+ *   a record stops being retained its item is cut out of its run (the run keeps its key; a
+ *   run left empty is deleted). Runs depend only on the entry, never on how entries were
+ *   grouped into kv_apply calls, so equal logs still give byte-identical snapshots.
  *
  * Bucket record: u32 id, u32 history, u32 max_value, u64 max_age_ms, u64 created_rev,
  *   u64 keys (live), u64 bytes (live value bytes), u8 ctlen, content type.
@@ -56,7 +69,7 @@
 
 #include "core/kv.h"
 
-#define KV__FORMAT          1u
+#define KV__FORMAT          2u
 #define KV__KEY_DIRECT      472u            /* longest key stored as itself */
 #define KV__ENC_MAX         (KV__KEY_DIRECT + 8u)
 #define KV__KEYS_KEY_MAX    (4u + KV__ENC_MAX)
@@ -65,6 +78,10 @@
 #define KV__REC_KINDMASK    0x7fu
 #define KV__REC_LONGKEY     0x80u
 #define KV__BUCKET_FIXED    45u             /* bucket record before the content type */
+#define KV__RUN_ITEM        8u              /* revs run item header: off, klen, bid */
+#define KV__RUN_MAX         1024u           /* a run is closed before an item takes it past this */
+#define KV__RUN_BUF         (KV__RUN_ITEM + PROTO_MAX_KEY) /* >= KV__RUN_MAX: longest run */
+_Static_assert(KV__RUN_BUF >= KV__RUN_MAX, "a run buffer holds a full run");
 
 /* Internal only, never returned by the API: MDB_MAP_FULL, which growing the map can cure
  * (ENOSPC cannot). kv_apply and kv_snapshot_install grow and retry, else say KV_EFULL. */
@@ -187,6 +204,9 @@ struct kv_store {
 	size_t scratch_cap;
 	struct kv__plain *plain;       /* a plain batch's ops, decoded once (apply) */
 	size_t plain_cap;
+	uint64_t run_rev;              /* the open revision run (kv_apply.c revs_put): base, */
+	size_t run_len;                /* bytes (0: no open run) */
+	uint8_t run[KV__RUN_BUF];      /* and items */
 };
 
 /* ---- shared helpers (kv_env.c) ------------------------------------------------------- */

@@ -1,6 +1,7 @@
 #include "tests/core/store_util.h"
 
 #include <ftw.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,14 +213,68 @@ static uint64_t rle64(const uint8_t *p)
 	return v;
 }
 
+/*
+ * The revision index as a sorted array of (rev, bid ‖ key) items, read from its runs
+ * (kv_format.h): checks that each run is well-formed, non-empty, its items ascending and
+ * not below its key, and every item above the previous run's. NULL on a malformed index.
+ */
+typedef struct revs_item {
+	uint64_t rev;
+	const uint8_t *bk;   /* bid ‖ key, klen + 4 bytes (into the read txn's pages) */
+	size_t klen;
+} revs_item_t;
+
+static revs_item_t *revs_items(MDB_txn *txn, MDB_dbi revs, size_t *n_out)
+{
+	MDB_cursor *c;
+	MDB_val k, v;
+	revs_item_t *it = NULL;
+	size_t n = 0, cap = 0;
+	uint64_t last = 0;
+	bool bad = false;
+
+	if (mdb_cursor_open(txn, revs, &c))
+		abort();
+	for (int op = MDB_FIRST; !bad && mdb_cursor_get(c, &k, &v, op) == 0; op = MDB_NEXT) {
+		const uint8_t *p = v.mv_data;
+		size_t off = 0;
+		uint64_t base = rbe64(k.mv_data);
+		bad = k.mv_size != 8 || v.mv_size == 0 || v.mv_size > 8 + 1024 ||
+		      (n && base <= last);
+		while (!bad && off < v.mv_size) {
+			uint64_t rev = base + (p[off] | (uint64_t)p[off + 1] << 8);
+			size_t klen = p[off + 2] | (size_t)p[off + 3] << 8;
+			if (off + 8 > v.mv_size || off + 8 + klen > v.mv_size || klen == 0 ||
+			    (n && rev <= last)) {
+				bad = true;
+				break;
+			}
+			if (n == cap) {
+				cap = cap ? cap * 2 : 1024;
+				if (!(it = realloc(it, cap * sizeof *it)))
+					abort();
+			}
+			it[n++] = (revs_item_t){rev, p + off + 4, klen};
+			last = rev;
+			off += 8 + klen;
+		}
+	}
+	mdb_cursor_close(c);
+	if (bad) {
+		fprintf(stderr, "revs: malformed run after revision %llu\n", (unsigned long long)last);
+		free(it);
+		return NULL;
+	}
+	*n_out = n;
+	return it ? it : malloc(1);
+}
+
 /* revs must map rev to bid ‖ key. rec: the record (a long key's bytes live in it). */
-static int revs_has(MDB_txn *txn, MDB_dbi revs, uint64_t rev, const uint8_t *bid,
+static int revs_has(const revs_item_t *it, size_t n, uint64_t rev, const uint8_t *bid,
 		    const uint8_t *enc, size_t elen, const MDB_val *rec)
 {
 	const uint8_t *r = rec->mv_data, *key = enc;
-	size_t klen = elen;
-	uint8_t kb[8];
-	MDB_val k = {8, kb}, v;
+	size_t klen = elen, lo = 0, hi = n;
 
 	if (rec->mv_size < 25)
 		return -1;
@@ -227,11 +282,16 @@ static int revs_has(MDB_txn *txn, MDB_dbi revs, uint64_t rev, const uint8_t *bid
 		klen = (size_t)r[25] | (size_t)r[26] << 8;
 		key = r + 27;
 	}
-	for (int i = 0; i < 8; i++)
-		kb[i] = (uint8_t)(rev >> (56 - 8 * i));
-	if (mdb_get(txn, revs, &k, &v) || v.mv_size != 4 + klen ||
-	    memcmp(v.mv_data, bid, 4) || memcmp((uint8_t *)v.mv_data + 4, key, klen)) {
-		fprintf(stderr, "revs: no or wrong entry for revision %llu\n", (unsigned long long)rev);
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (it[mid].rev < rev)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == n || it[lo].rev != rev || it[lo].klen != klen || memcmp(it[lo].bk, bid, 4) ||
+	    memcmp(it[lo].bk + 4, key, klen)) {
+		fprintf(stderr, "revs: no or wrong item for revision %llu\n", (unsigned long long)rev);
 		return -1;
 	}
 	return 0;
@@ -243,18 +303,25 @@ int su_check_revs(kv_store_t *s)
 	MDB_dbi revs, hist;
 	MDB_cursor *c;
 	MDB_val k, v;
-	MDB_stat st;
+	revs_item_t *it;
+	size_t nit = 0;
 	uint64_t n = 0;
 	int rc = 0;
 
 	if (mdb_txn_begin(kv_env(s), NULL, MDB_RDONLY, &txn) || mdb_dbi_open(txn, "revs", 0, &revs) ||
-	    mdb_dbi_open(txn, "hist", 0, &hist) || mdb_cursor_open(txn, 1, &c))
+	    mdb_dbi_open(txn, "hist", 0, &hist))
+		abort();
+	if (!(it = revs_items(txn, revs, &nit))) {
+		mdb_txn_abort(txn);
+		return -1;
+	}
+	if (mdb_cursor_open(txn, 1, &c))
 		abort();
 	for (int op = MDB_FIRST; !rc && mdb_cursor_get(c, &k, &v, op) == 0; op = MDB_NEXT) {
 		const uint8_t *p = k.mv_data;
 		if (k.mv_size <= 4 || p[0] >= 0x20 || !(p[0] | p[1] | p[2] | p[3]))
 			continue;
-		rc = revs_has(txn, revs, rle64(v.mv_data), p, p + 4, k.mv_size - 4, &v);
+		rc = revs_has(it, nit, rle64(v.mv_data), p, p + 4, k.mv_size - 4, &v);
 		n++;
 	}
 	mdb_cursor_close(c);
@@ -267,15 +334,32 @@ int su_check_revs(kv_store_t *s)
 			rc = -1;
 			break;
 		}
-		rc = revs_has(txn, revs, rbe64(p + 6 + elen), p, p + 6, elen, &v);
+		rc = revs_has(it, nit, rbe64(p + 6 + elen), p, p + 6, elen, &v);
 		n++;
 	}
 	mdb_cursor_close(c);
-	if (!rc && (mdb_stat(txn, revs, &st) || st.ms_entries != n)) {
-		fprintf(stderr, "revs: %llu entries for %llu retained records\n",
-			(unsigned long long)st.ms_entries, (unsigned long long)n);
+	if (!rc && nit != n) {
+		fprintf(stderr, "revs: %zu items for %llu retained records\n", nit,
+			(unsigned long long)n);
 		rc = -1;
 	}
+	free(it);
 	mdb_txn_abort(txn);
 	return rc;
+}
+
+uint64_t su_revs_items(kv_store_t *s)
+{
+	MDB_txn *txn;
+	MDB_dbi revs;
+	revs_item_t *it;
+	size_t n = 0;
+
+	if (mdb_txn_begin(kv_env(s), NULL, MDB_RDONLY, &txn) || mdb_dbi_open(txn, "revs", 0, &revs))
+		abort();
+	if (!(it = revs_items(txn, revs, &n)))
+		abort();
+	free(it);
+	mdb_txn_abort(txn);
+	return n;
 }

@@ -47,8 +47,12 @@ uint64_t su_db_entries(kv_store_t *s, const char *db);
 /* Latest-record entries (all buckets, tombstones included) in the main database. */
 uint64_t su_key_records(kv_store_t *s);
 
-/* The revision index holds exactly one entry per retained record (latest and hist), each
- * naming that record's bucket id and key: 0, or -1 with the first mismatch on stderr. */
+/* The revision index holds exactly one item (in its runs) per retained record (latest and
+ * hist), each naming that record's bucket id and key, in well-formed runs: 0, or -1 with the
+ * first mismatch on stderr. */
 int su_check_revs(kv_store_t *s);
+
+/* Items (revisions) in the revision index, whatever runs hold them. */
+uint64_t su_revs_items(kv_store_t *s);
 
 #endif

@@ -221,7 +221,7 @@ Test(kv_store, history_is_bounded_by_the_bucket_depth_oldest_dropped)
 	cr_assert_eq(c.rev[0], rev[3]);
 	cr_assert_not(more);
 	/* Only retained records are indexed: 3 in revs for this key (+0 for bucket ops). */
-	cr_assert_eq(su_db_entries(s, "revs"), 3);
+	cr_assert_eq(su_revs_items(s), 3);
 	cr_assert_eq(su_db_entries(s, "hist"), 2);
 	/* after_rev and limit page through it */
 	cr_assert_eq(history("h3", "k", rev[3], 1, &c, &more), 0);
@@ -240,7 +240,7 @@ Test(kv_store, default_depth_one_keeps_only_the_latest)
 	cr_assert_eq(history("b", "k", 0, 0, &c, &more), 0);
 	cr_assert_eq(c.n, 1);
 	cr_assert_str_eq(c.val[0], "2");
-	cr_assert_eq(su_db_entries(s, "revs"), 1);
+	cr_assert_eq(su_revs_items(s), 1);
 	cr_assert_eq(su_db_entries(s, "hist"), 0);
 }
 
@@ -272,7 +272,7 @@ Test(kv_store, purge_drops_history_and_leaves_one_marker)
 	cr_assert_eq(c.kind[0], PROTO_REC_PURGE);
 	cr_assert_eq(su_get(s, "h", "k", 0, NULL, 0, NULL), KV_ENOTFOUND);
 	cr_assert_eq(su_db_entries(s, "hist"), 0);
-	cr_assert_eq(su_db_entries(s, "revs"), 1);
+	cr_assert_eq(su_revs_items(s), 1);
 	cr_assert_eq(su_op(s, 1, PROTO_OP_PURGE, "h", "k", NULL, 0, NULL), KV_ENOTFOUND);
 	cr_assert_eq(su_op(s, 1, PROTO_OP_PURGE, "h", "zz", NULL, 0, NULL), KV_ENOTFOUND);
 	cr_assert_eq(su_op(s, 1, PROTO_OP_CREATE, "h", "k", "new", 0, NULL), 0);
@@ -509,7 +509,7 @@ Test(kv_store, bucket_delete_removes_its_keys_and_indexes)
 	cr_assert_eq(su_get(s, "t", "k2", 0, NULL, 0, NULL), KV_ENOBUCKET);
 	cr_assert_eq(su_key_records(s), 1);
 	cr_assert_eq(su_db_entries(s, "hist"), 0);
-	cr_assert_eq(su_db_entries(s, "revs"), 1);
+	cr_assert_eq(su_revs_items(s), 1);
 	cr_assert_eq(su_db_entries(s, "ttl"), 0);
 	cr_assert_eq(su_apply(s, 1, &op, &res), 0);
 	cr_assert_eq(res.status, KV_ENOBUCKET);
@@ -522,7 +522,7 @@ Test(kv_store, bucket_delete_removes_its_keys_and_indexes)
 
 static size_t batch_of(uint8_t *buf, size_t cap, const proto_op_t *ops, int n)
 {
-	static uint8_t tmp[1 << 16];
+	static uint8_t tmp[4 << 20];
 	proto_wbuf_t w;
 	proto_batch_writer_t bw;
 	proto_op_t op;
@@ -696,10 +696,11 @@ Test(kv_store, plain_batch_checks_every_op_even_in_a_run_of_one_bucket)
 }
 
 /*
- * The revision index is written through one cursor per write txn (kv_apply.c): it must stay
- * exact through thousands of appends (a deep tree), overwrites and deletes of its last and
- * middle entries inside one batch, history trims, purges, nested-txn batches that commit or
- * abort, and batches spanning more buckets than apply's bucket cache holds.
+ * The revision index (runs of revisions, written through one cursor per write txn: see
+ * kv_apply.c) must stay exact through thousands of revisions (a deep tree, runs full and
+ * partly cut), overwrites inside one batch (items cut from the open run) and across batches
+ * (from stored runs), history trims, purges, nested-txn batches that commit or abort, and
+ * batches spanning more buckets than apply's bucket cache holds.
  */
 Test(kv_store, revision_index_stays_exact_through_large_mixed_batches)
 {
@@ -738,14 +739,51 @@ Test(kv_store, revision_index_stays_exact_through_large_mixed_batches)
 				}
 			}
 		}
-		cr_assert_eq(apply_buf(buf, batch_of(buf, sizeof buf, ops, n), &res), 0);
+		cr_assert_eq(apply_buf(buf, batch_of(buf, sizeof buf, ops, n), &res), 0, "round %d", round);
 		if (res.status == 0)
 			nb++;
 		cr_assert_eq(res.status == 0, round % 8 != 3, "round %d", round);
 		cr_assert_eq(su_check_revs(s), 0, "round %d", round);
 	}
 	cr_assert_eq(nb, 35);
-	cr_assert_gt(su_db_entries(s, "revs"), 3000, "deep enough to need more than one page");
+	cr_assert_gt(su_revs_items(s), 3000);
+	cr_assert_gt(su_db_entries(s, "revs"), 40, "runs on many pages: a tree more than one deep");
+}
+
+/* Runs of the revision index close when full (a 1,024-byte key fills one alone) and when
+ * their revisions would span more than a u16 offset (bucket ops take revisions, no items). */
+Test(kv_store, revision_runs_split_on_size_and_on_revision_span)
+{
+	static proto_op_t ops[2 + 2 * 33000];
+	static char lk[4][1025];
+	static uint8_t buf[4 << 20];
+	kv_result_t res;
+	int n = 0;
+
+	for (int i = 0; i < 4; i++) {
+		memset(lk[i], 'a' + i, 1024);
+		lk[i][1024] = 0;
+	}
+	for (int i = 0; i < 8; i++)
+		ops[n++] = (proto_op_t){.op = PROTO_OP_PUT, .bucket = su_b("b"),
+					.key = su_b(i % 2 ? lk[i / 2] : "short"), .value = su_b("v")};
+	cr_assert_eq(apply_buf(buf, batch_of(buf, sizeof buf, ops, n), &res), 0);
+	cr_assert_eq(res.status, 0);
+	cr_assert_eq(su_revs_items(s), 5);
+	cr_assert_eq(su_check_revs(s), 0);
+
+	n = 0;
+	ops[n++] = (proto_op_t){.op = PROTO_OP_PUT, .bucket = su_b("b"), .key = su_b("x"), .value = su_b("1")};
+	for (int i = 0; i < 33000; i++) {
+		ops[n++] = (proto_op_t){.op = PROTO_OP_BUCKET_ADD, .bucket = su_b("z")};
+		ops[n++] = (proto_op_t){.op = PROTO_OP_BUCKET_DEL, .bucket = su_b("z")};
+	}
+	ops[n++] = (proto_op_t){.op = PROTO_OP_PUT, .bucket = su_b("b"), .key = su_b("y"), .value = su_b("2")};
+	cr_assert_eq(apply_buf(buf, batch_of(buf, sizeof buf, ops, n), &res), 0);
+	cr_assert_eq(res.status, 0);
+	cr_assert_eq(su_get(s, "b", "y", 0, NULL, 0, NULL), 0);
+	cr_assert_eq(su_revs_items(s), 7);
+	cr_assert_eq(su_check_revs(s), 0);
 }
 
 /* ---- TTL ------------------------------------------------------------------------------ */
