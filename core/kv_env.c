@@ -234,6 +234,8 @@ static int open_dbs(kv_store_t *s, MDB_txn *txn, bool rdonly)
 		    (rc = kv__meta_put64(txn, s, "revision", 0)))
 			return rc;
 	} else if (format != KV__FORMAT) {
+		GK_ERROR("store", "unsupported store format", "format=%llu supported=%u",
+			 (unsigned long long)format, KV__FORMAT);
 		return KV_ECORRUPT;
 	}
 	if ((rc = kv__meta_get64(txn, s, "applied", &applied)) ||
