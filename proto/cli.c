@@ -29,15 +29,45 @@
 #define OPT_TLS_CERT 1011
 #define OPT_TLS_KEY  1012
 
+struct cmd;
+
+/* One run of a command: what the dispatcher parsed, and what the command hands back. */
+typedef struct call {
+	const struct cmd *c;
+	opts_t o;
+	char **a;                 /* positionals, a[0..n-1] */
+	int n;
+	const char *val;          /* put, create: the value, from argv or buf */
+	size_t vlen;
+	char *buf;                /* put, create: the value read from stdin; freed by the dispatcher */
+	uint64_t exp;             /* update: the revision the key must have */
+	uint64_t rev;             /* the revision written, printed when the command has CMD_REV */
+} call_t;
+
+/* What a command's errors are about (the "geokv: <what>: ..." prefix), and what it prints. */
+enum {
+	CMD_ABOUT_KEY = 1,        /* the bucket for bucket errors, else the key: a[0], a[1] */
+	CMD_ABOUT_BUCKET = 2,     /* a[0] */
+	CMD_REV = 4,              /* prints the revision it wrote */
+};
+
+/*
+ * A command is its own logic only: the dispatcher (call_cmd) parses the options, runs
+ * `prep`, opens the client, runs `run`, and maps its error to a message and an exit code.
+ */
 typedef struct cmd {
 	const char *name;         /* "put", "bucket add" */
 	const char *args;         /* positional synopsis */
 	const char *summary;
 	const char *help;         /* command options and details */
-	int (*fn)(cli_ctx_t *cx, const struct cmd *c, int argc, char **argv);
+	/* NULL, or what needs no server, before the client is opened (so a usage error stays a
+	 * usage error when no server is up): -1 to go on, or the exit code */
+	int (*prep)(cli_ctx_t *cx, call_t *cl);
+	/* the request: 0, or a geokv error for the dispatcher to report */
+	int (*run)(kvc_t *k, call_t *cl);
 	int min_args, max_args;
+	int flags;                /* CMD_* */
 } cmd_t;
-
 
 static const char *exit_help =
 	"Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 conflict (exists / wrong\n"
@@ -49,6 +79,44 @@ static void cmd_help(const cmd_t *c, FILE *f)
 	fprintf(f, "\nOptions:\n%s%s\n%s", c->help ? c->help : "", cli_common_help, exit_help);
 }
 
+/* The options every command takes, also before the command (cli_common_help). */
+#define COMMON_OPTIONS                                                  \
+	{"server", required_argument, NULL, 's'},                      \
+	{"timeout", required_argument, NULL, OPT_TIMEOUT},             \
+	{"tls-ca", required_argument, NULL, OPT_TLS_CA},               \
+	{"tls-cert", required_argument, NULL, OPT_TLS_CERT},           \
+	{"tls-key", required_argument, NULL, OPT_TLS_KEY},             \
+	{"help", no_argument, NULL, 'h'}
+
+/*
+ * Apply common option ch (but -h, whose help depends on where it stands) to cx. Returns -1
+ * when ch is not one, 0 when applied, or the exit code of a usage error (cmd names the
+ * command for the hint, NULL before it).
+ */
+static int common_opt(cli_ctx_t *cx, int ch, const char *cmd)
+{
+	switch (ch) {
+	case 's':
+		cx->servers = optarg;
+		return 0;
+	case OPT_TIMEOUT:
+		if (proto_conf_parse_duration(optarg, 1000, &cx->timeout_ms) || cx->timeout_ms == 0)
+			return cli_usage_error(cmd, "bad --timeout '%s'", optarg);
+		return 0;
+	case OPT_TLS_CA:
+		cx->tls_ca = optarg;
+		return 0;
+	case OPT_TLS_CERT:
+		cx->tls_cert = optarg;
+		return 0;
+	case OPT_TLS_KEY:
+		cx->tls_key = optarg;
+		return 0;
+	default:
+		return -1;
+	}
+}
+
 /*
  * Parse the options of one command (argv[0] is the command's last word). Options may come
  * before or after positionals; "--" ends them. On success *pos and *npos are the positionals.
@@ -58,12 +126,7 @@ static int parse(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv, opts_t *o
 		 int *npos)
 {
 	static const struct option lo[] = {
-		{"server", required_argument, NULL, 's'},
-		{"timeout", required_argument, NULL, OPT_TIMEOUT},
-		{"tls-ca", required_argument, NULL, OPT_TLS_CA},
-		{"tls-cert", required_argument, NULL, OPT_TLS_CERT},
-		{"tls-key", required_argument, NULL, OPT_TLS_KEY},
-		{"help", no_argument, NULL, 'h'},
+		COMMON_OPTIONS,
 		{"history", required_argument, NULL, OPT_HISTORY},
 		{"max-value", required_argument, NULL, OPT_MAXVAL},
 		{"ttl", required_argument, NULL, OPT_TTL},
@@ -79,7 +142,7 @@ static int parse(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv, opts_t *o
 	};
 	/* which long options each command takes (others are usage errors) */
 	const char *allowed = "";
-	int ch;
+	int ch, rc;
 
 	if (strcmp(c->name, "bucket add") == 0)
 		allowed = "history max-value ttl content-type";
@@ -99,28 +162,15 @@ static int parse(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv, opts_t *o
 		for (const struct option *p = lo; p->name; p++)
 			if (p->val == ch)
 				lname = p->name;
-		if (ch != 's' && ch != 'h' && ch != OPT_TIMEOUT && ch != OPT_TLS_CA &&
-		    ch != OPT_TLS_CERT && ch != OPT_TLS_KEY && ch != '?' && ch != ':' &&
-		    !(lname && strstr(allowed, lname)))
+		if ((rc = common_opt(cx, ch, c->name)) >= 0) {
+			if (rc)
+				return rc;
+			continue;
+		}
+		if (ch != 'h' && ch != '?' && ch != ':' && !(lname && strstr(allowed, lname)))
 			return cli_usage_error(c->name, "unknown option '%s' for '%s'",
 					       argv[optind - 1], c->name);
 		switch (ch) {
-		case 's':
-			cx->servers = optarg;
-			break;
-		case OPT_TIMEOUT:
-			if (proto_conf_parse_duration(optarg, 1000, &cx->timeout_ms) || cx->timeout_ms == 0)
-				return cli_usage_error(c->name, "bad --timeout '%s'", optarg);
-			break;
-		case OPT_TLS_CA:
-			cx->tls_ca = optarg;
-			break;
-		case OPT_TLS_CERT:
-			cx->tls_cert = optarg;
-			break;
-		case OPT_TLS_KEY:
-			cx->tls_key = optarg;
-			break;
 		case 'h':
 			cmd_help(c, stdout);
 			return CLI_OK;
@@ -218,113 +268,65 @@ static int read_stdin(char **out, size_t *len)
 
 /* ---- key commands --------------------------------------------------------------------- */
 
-/* What an error is about: the bucket for bucket errors, else the key. */
-static const char *about(int err, const char *bucket, const char *key)
+static int prep_put(cli_ctx_t *cx, call_t *cl)
 {
-	return err == KV_EBADBUCKET || err == KV_ENOBUCKET ? bucket : key;
-}
+	int rc;
 
-static int cmd_put(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
-{
-	opts_t o;
-	char **a, *buf = NULL;
-	int n, rc;
-	const char *val;
-	size_t vlen;
-	uint64_t rev;
-	kvc_t *k;
-
-	if ((rc = parse(cx, c, argc, argv, &o, &a, &n)) >= 0)
-		return rc;
-	if (n == 2 || strcmp(a[2], "-") == 0) {
-		if ((rc = read_stdin(&buf, &vlen)) != 0)
+	if (cl->n == 2 || strcmp(cl->a[2], "-") == 0) {
+		if ((rc = read_stdin(&cl->buf, &cl->vlen)) != 0)
 			return cli_fail(cx, rc ? rc : -12, "reading stdin");
-		val = buf;
+		cl->val = cl->buf;
 	} else {
-		val = a[2];
-		vlen = strlen(val);
+		cl->val = cl->a[2];
+		cl->vlen = strlen(cl->val);
 	}
-	if (!(k = cli_client(cx))) {
-		free(buf);
-		return cx->open_exit;
-	}
-	if (strcmp(c->name, "create") == 0)
-		rc = kvc_create(k, a[0], a[1], val, vlen, &rev);
-	else
-		rc = kvc_put(k, a[0], a[1], val, vlen, &rev);
-	free(buf);
-	if (rc)
-		return cli_fail(cx, rc, about(rc, a[0], a[1]));
-	printf("%llu\n", (unsigned long long)rev);
-	return CLI_OK;
+	return -1;
 }
 
-static int cmd_update(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
+static int run_put(kvc_t *k, call_t *cl)
 {
-	opts_t o;
-	char **a;
-	int n, rc;
-	uint64_t exp, rev;
-	kvc_t *k;
-
-	if ((rc = parse(cx, c, argc, argv, &o, &a, &n)) >= 0)
-		return rc;
-	if (proto_conf_parse_u64(a[3], &exp) || exp == 0)
-		return cli_usage_error(c->name, "REV must be a revision number, got '%s'", a[3]);
-	if (!(k = cli_client(cx)))
-		return cx->open_exit;
-	if ((rc = kvc_update(k, a[0], a[1], a[2], strlen(a[2]), exp, &rev)) != 0)
-		return cli_fail(cx, rc, about(rc, a[0], a[1]));
-	printf("%llu\n", (unsigned long long)rev);
-	return CLI_OK;
+	if (strcmp(cl->c->name, "create") == 0)
+		return kvc_create(k, cl->a[0], cl->a[1], cl->val, cl->vlen, &cl->rev);
+	return kvc_put(k, cl->a[0], cl->a[1], cl->val, cl->vlen, &cl->rev);
 }
 
-static int cmd_del(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
+static int prep_update(cli_ctx_t *cx, call_t *cl)
 {
-	opts_t o;
-	char **a;
-	int n, rc;
-	uint64_t rev;
-	kvc_t *k;
-
-	if ((rc = parse(cx, c, argc, argv, &o, &a, &n)) >= 0)
-		return rc;
-	if (!(k = cli_client(cx)))
-		return cx->open_exit;
-	if (strcmp(c->name, "purge") == 0)
-		rc = kvc_purge(k, a[0], a[1], 0, &rev);
-	else
-		rc = kvc_delete(k, a[0], a[1], 0, &rev);
-	if (rc)
-		return cli_fail(cx, rc, about(rc, a[0], a[1]));
-	printf("%llu\n", (unsigned long long)rev);
-	return CLI_OK;
+	(void)cx;
+	if (proto_conf_parse_u64(cl->a[3], &cl->exp) || cl->exp == 0)
+		return cli_usage_error(cl->c->name, "REV must be a revision number, got '%s'", cl->a[3]);
+	return -1;
 }
 
-static int cmd_get(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
+static int run_update(kvc_t *k, call_t *cl)
 {
-	opts_t o;
-	char **a;
-	int n, rc;
+	return kvc_update(k, cl->a[0], cl->a[1], cl->a[2], strlen(cl->a[2]), cl->exp, &cl->rev);
+}
+
+static int run_del(kvc_t *k, call_t *cl)
+{
+	if (strcmp(cl->c->name, "purge") == 0)
+		return kvc_purge(k, cl->a[0], cl->a[1], 0, &cl->rev);
+	return kvc_delete(k, cl->a[0], cl->a[1], 0, &cl->rev);
+}
+
+static int run_get(kvc_t *k, call_t *cl)
+{
 	proto_rec_t r;
-	kvc_t *k;
 	char t[40];
+	int rc;
 
-	if ((rc = parse(cx, c, argc, argv, &o, &a, &n)) >= 0)
+	if ((rc = kvc_get(k, cl->a[0], cl->a[1], cl->o.has_rev ? cl->o.rev : 0, &r)) != 0)
 		return rc;
-	if (!(k = cli_client(cx)))
-		return cx->open_exit;
-	if ((rc = kvc_get(k, a[0], a[1], o.has_rev ? o.rev : 0, &r)) != 0)
-		return cli_fail(cx, rc, about(rc, a[0], a[1]));
-	if (o.raw) {
+	if (cl->o.raw) {
 		fwrite(r.value.p, 1, r.value.len, stdout);
-		return CLI_OK;
+		return 0;
 	}
-	printf("%s > %.*s revision: %llu created: %s\n\n", a[0], (int)r.key.len,
+	printf("%s > %.*s revision: %llu created: %s\n\n", cl->a[0], (int)r.key.len,
 	       (const char *)r.key.p, (unsigned long long)r.rev, cli_fmt_time(r.time_ms, t, sizeof t));
 	fwrite(r.value.p, 1, r.value.len, stdout);
 	putchar('\n');
-	return CLI_OK;
+	return 0;
 }
 
 static int print_key(void *ctx, const proto_bytes_t *key)
@@ -335,20 +337,9 @@ static int print_key(void *ctx, const proto_bytes_t *key)
 	return 0;
 }
 
-static int cmd_keys(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
+static int run_keys(kvc_t *k, call_t *cl)
 {
-	opts_t o;
-	char **a;
-	int n, rc;
-	kvc_t *k;
-
-	if ((rc = parse(cx, c, argc, argv, &o, &a, &n)) >= 0)
-		return rc;
-	if (!(k = cli_client(cx)))
-		return cx->open_exit;
-	if ((rc = kvc_keys(k, a[0], n > 1 ? a[1] : "", print_key, NULL)) != 0)
-		return cli_fail(cx, rc, a[0]);
-	return CLI_OK;
+	return kvc_keys(k, cl->a[0], cl->n > 1 ? cl->a[1] : "", print_key, NULL);
 }
 
 static const char *kind_name(uint8_t kind)
@@ -382,50 +373,30 @@ static int print_rec(void *ctx, const proto_rec_t *r)
 	return 0;
 }
 
-static int cmd_history(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
+static int run_history(kvc_t *k, call_t *cl)
 {
-	opts_t o;
-	char **a;
-	int n, rc;
-	kvc_t *k;
 	bool first = true;
+	int rc;
 
-	if ((rc = parse(cx, c, argc, argv, &o, &a, &n)) >= 0)
+	if ((rc = kvc_history(k, cl->a[0], cl->a[1], print_rec, &first)) != 0)
 		return rc;
-	if (!(k = cli_client(cx)))
-		return cx->open_exit;
-	if ((rc = kvc_history(k, a[0], a[1], print_rec, &first)) != 0)
-		return cli_fail(cx, rc, about(rc, a[0], a[1]));
-	if (first)
-		return cli_fail(cx, KV_ENOTFOUND, a[1]);
-	return CLI_OK;
+	return first ? KV_ENOTFOUND : 0; /* no revision retained: as `get` would say */
 }
 
 /* ---- buckets --------------------------------------------------------------------------- */
 
-static int cmd_bucket_add(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
+static int run_bucket_add(kvc_t *k, call_t *cl)
 {
-	opts_t o;
-	char **a;
-	int n, rc;
-	kvc_t *k;
 	proto_bucket_cfg_t cfg;
-	uint64_t rev;
+	const opts_t *o = &cl->o;
 
-	if ((rc = parse(cx, c, argc, argv, &o, &a, &n)) >= 0)
-		return rc;
 	memset(&cfg, 0, sizeof cfg);
-	cfg.history = o.history ? (uint32_t)o.history : 1;
-	cfg.max_value = (uint32_t)o.max_value;
-	cfg.max_age_ms = o.ttl_ms;
-	if (o.ctype)
-		cfg.content_type = (proto_bytes_t){(const uint8_t *)o.ctype, (uint32_t)strlen(o.ctype)};
-	if (!(k = cli_client(cx)))
-		return cx->open_exit;
-	if ((rc = kvc_bucket_add(k, a[0], &cfg, &rev)) != 0)
-		return cli_fail(cx, rc, a[0]);
-	printf("%llu\n", (unsigned long long)rev);
-	return CLI_OK;
+	cfg.history = o->history ? (uint32_t)o->history : 1;
+	cfg.max_value = (uint32_t)o->max_value;
+	cfg.max_age_ms = o->ttl_ms;
+	if (o->ctype)
+		cfg.content_type = (proto_bytes_t){(const uint8_t *)o->ctype, (uint32_t)strlen(o->ctype)};
+	return kvc_bucket_add(k, cl->a[0], &cfg, &cl->rev);
 }
 
 static int print_bucket_row(void *ctx, const proto_bucket_info_t *b)
@@ -443,38 +414,22 @@ static int print_bucket_row(void *ctx, const proto_bucket_info_t *b)
 	return 0;
 }
 
-static int cmd_bucket_ls(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
+static int run_bucket_ls(kvc_t *k, call_t *cl)
 {
-	opts_t o;
-	char **a;
-	int n, rc;
-	kvc_t *k;
 	bool first = true;
 
-	if ((rc = parse(cx, c, argc, argv, &o, &a, &n)) >= 0)
-		return rc;
-	if (!(k = cli_client(cx)))
-		return cx->open_exit;
-	if ((rc = kvc_bucket_list(k, print_bucket_row, &first)) != 0)
-		return cli_fail(cx, rc, NULL);
-	return CLI_OK;
+	(void)cl;
+	return kvc_bucket_list(k, print_bucket_row, &first);
 }
 
-static int cmd_bucket_info(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
+static int run_bucket_info(kvc_t *k, call_t *cl)
 {
-	opts_t o;
-	char **a;
-	int n, rc;
-	kvc_t *k;
 	proto_bucket_info_t b;
 	char ttl[32];
+	int rc;
 
-	if ((rc = parse(cx, c, argc, argv, &o, &a, &n)) >= 0)
+	if ((rc = kvc_bucket_info(k, cl->a[0], &b)) != 0)
 		return rc;
-	if (!(k = cli_client(cx)))
-		return cx->open_exit;
-	if ((rc = kvc_bucket_info(k, a[0], &b)) != 0)
-		return cli_fail(cx, rc, a[0]);
 	printf("bucket:        %.*s\n", (int)b.name.len, (const char *)b.name.p);
 	printf("history:       %u\n", b.cfg.history);
 	printf("max value:     %u\n", b.cfg.max_value ? b.cfg.max_value : PROTO_DEFAULT_MAX_VALUE);
@@ -484,54 +439,42 @@ static int cmd_bucket_info(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
 	printf("keys:          %llu\n", (unsigned long long)b.keys);
 	printf("bytes:         %llu\n", (unsigned long long)b.bytes);
 	printf("created rev:   %llu\n", (unsigned long long)b.created_rev);
-	return CLI_OK;
+	return 0;
 }
 
-static int cmd_bucket_rm(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
+static int prep_bucket_rm(cli_ctx_t *cx, call_t *cl)
 {
-	opts_t o;
-	char **a;
-	int n, rc;
-	kvc_t *k;
-	uint64_t rev;
+	char line[16];
 
-	if ((rc = parse(cx, c, argc, argv, &o, &a, &n)) >= 0)
-		return rc;
-	if (!o.force) {
-		char line[16];
-		/* never wait on a pipe or /dev/null: scripts must say -f */
-		if (!isatty(STDIN_FILENO))
-			return cli_usage_error(c->name, "refusing to delete bucket '%s' without -f "
-					       "(stdin is not a terminal)", a[0]);
-		fprintf(stderr, "Delete bucket '%s' and all its keys? [y/N] ", a[0]);
-		if (!fgets(line, sizeof line, stdin) || (line[0] != 'y' && line[0] != 'Y')) {
-			fprintf(stderr, "geokv: not deleted\n");
-			return CLI_ERR;
-		}
+	(void)cx;
+	if (cl->o.force)
+		return -1;
+	/* never wait on a pipe or /dev/null: scripts must say -f */
+	if (!isatty(STDIN_FILENO))
+		return cli_usage_error(cl->c->name, "refusing to delete bucket '%s' without -f "
+				       "(stdin is not a terminal)", cl->a[0]);
+	fprintf(stderr, "Delete bucket '%s' and all its keys? [y/N] ", cl->a[0]);
+	if (!fgets(line, sizeof line, stdin) || (line[0] != 'y' && line[0] != 'Y')) {
+		fprintf(stderr, "geokv: not deleted\n");
+		return CLI_ERR;
 	}
-	if (!(k = cli_client(cx)))
-		return cx->open_exit;
-	if ((rc = kvc_bucket_del(k, a[0], &rev)) != 0)
-		return cli_fail(cx, rc, a[0]);
-	printf("%llu\n", (unsigned long long)rev);
-	return CLI_OK;
+	return -1;
 }
 
-static int cmd_status(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
+static int run_bucket_rm(kvc_t *k, call_t *cl)
 {
-	opts_t o;
-	char **a;
-	int n, rc;
-	kvc_t *k;
+	return kvc_bucket_del(k, cl->a[0], &cl->rev);
+}
+
+static int run_status(kvc_t *k, call_t *cl)
+{
 	proto_status_t s;
 	static const char *roles[] = {"?", "client", "primary", "leaf", "gateway"};
+	int rc;
 
-	if ((rc = parse(cx, c, argc, argv, &o, &a, &n)) >= 0)
-		return rc;
-	if (!(k = cli_client(cx)))
-		return cx->open_exit;
+	(void)cl;
 	if ((rc = kvc_status(k, &s)) != 0)
-		return cli_fail(cx, rc, NULL);
+		return rc;
 	printf("node:          %llu\n", (unsigned long long)s.node_id);
 	printf("role:          %s%s\n", roles[s.role < 5 ? s.role : 0], s.is_leader ? " (leader)" : "");
 	printf("leader:        %.*s\n", (int)s.leader.len, s.leader.len ? (const char *)s.leader.p : "");
@@ -542,18 +485,55 @@ static int cmd_status(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
 	printf("log:           %llu..%llu\n", (unsigned long long)s.first_index,
 	       (unsigned long long)s.last_index);
 	printf("version:       %.*s\n", (int)s.version.len, s.version.len ? (const char *)s.version.p : "");
-	return CLI_OK;
+	return 0;
 }
 
-static int cmd_load(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
+/* load drives the client itself (cli_load.c: pipelined batches, progress, its own errors),
+ * so it is all prep and returns the exit code. */
+static int prep_load(cli_ctx_t *cx, call_t *cl)
 {
-	opts_t o;
-	char **a;
-	int n, rc;
+	return cli_cmd_load(cx, cl->a[0], cl->a[1], &cl->o);
+}
 
-	if ((rc = parse(cx, c, argc, argv, &o, &a, &n)) >= 0)
+/* ---- dispatch --------------------------------------------------------------------------- */
+
+/* What an error is about: the bucket for bucket errors, else the key. */
+static const char *about(const call_t *cl, int err)
+{
+	if (cl->c->flags & CMD_ABOUT_BUCKET)
+		return cl->a[0];
+	if (!(cl->c->flags & CMD_ABOUT_KEY))
+		return NULL;
+	return err == KV_EBADBUCKET || err == KV_ENOBUCKET ? cl->a[0] : cl->a[1];
+}
+
+/* Run command c on argv (argv[0] is its last word); returns the exit code. */
+static int call_cmd(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
+{
+	call_t cl;
+	kvc_t *k;
+	int rc, err;
+
+	memset(&cl, 0, sizeof cl);
+	cl.c = c;
+	if ((rc = parse(cx, c, argc, argv, &cl.o, &cl.a, &cl.n)) >= 0)
 		return rc;
-	return cli_cmd_load(cx, a[0], a[1], &o);
+	if (c->prep && (rc = c->prep(cx, &cl)) >= 0)
+		goto out;
+	if (!(k = cli_client(cx))) {
+		rc = cx->open_exit;
+		goto out;
+	}
+	if ((err = c->run(k, &cl)) != 0) {
+		rc = cli_fail(cx, err, about(&cl, err));
+		goto out;
+	}
+	if (c->flags & CMD_REV)
+		printf("%llu\n", (unsigned long long)cl.rev);
+	rc = CLI_OK;
+out:
+	free(cl.buf);
+	return rc;
 }
 
 /* ---- table and main ------------------------------------------------------------------ */
@@ -564,28 +544,31 @@ static const cmd_t cmds[] = {
 	 "      --max-value BYTES    largest value, e.g. 4096, 64K, 1MiB (default 1MiB)\n"
 	 "      --ttl DURATION       delete keys not written for this long, e.g. 24h (default none)\n"
 	 "      --content-type T     served by the HTTPS gateway (default application/octet-stream)\n",
-	 cmd_bucket_add, 1, 1},
-	{"bucket ls", "", "List buckets.", NULL, cmd_bucket_ls, 0, 0},
-	{"bucket info", "NAME", "Show a bucket's configuration and size.", NULL, cmd_bucket_info, 1, 1},
+	 NULL, run_bucket_add, 1, 1, CMD_ABOUT_BUCKET | CMD_REV},
+	{"bucket ls", "", "List buckets.", NULL, NULL, run_bucket_ls, 0, 0, 0},
+	{"bucket info", "NAME", "Show a bucket's configuration and size.", NULL,
+	 NULL, run_bucket_info, 1, 1, CMD_ABOUT_BUCKET},
 	{"bucket rm", "NAME [-f]", "Delete a bucket and all its keys.",
 	 "  -f, --force          do not ask (required when stdin is not a terminal)\n",
-	 cmd_bucket_rm, 1, 1},
+	 prep_bucket_rm, run_bucket_rm, 1, 1, CMD_ABOUT_BUCKET | CMD_REV},
 	{"put", "BUCKET KEY [VALUE|-]", "Set KEY to VALUE (stdin when VALUE is '-' or absent).\n"
-	 "Prints the new revision.", NULL, cmd_put, 2, 3},
+	 "Prints the new revision.", NULL, prep_put, run_put, 2, 3, CMD_ABOUT_KEY | CMD_REV},
 	{"create", "BUCKET KEY [VALUE|-]", "Set KEY only if it has no value (exit 4 if it has).\n"
-	 "Prints the new revision.", NULL, cmd_put, 2, 3},
+	 "Prints the new revision.", NULL, prep_put, run_put, 2, 3, CMD_ABOUT_KEY | CMD_REV},
 	{"update", "BUCKET KEY VALUE REV", "Set KEY only if its last revision is REV (else exit 4).\n"
-	 "Prints the new revision.", NULL, cmd_update, 4, 4},
+	 "Prints the new revision.", NULL, prep_update, run_update, 4, 4, CMD_ABOUT_KEY | CMD_REV},
 	{"get", "BUCKET KEY [options]", "Print KEY's value (exit 3 if absent).",
 	 "      --revision N     the value KEY had at revision N (if still retained)\n"
 	 "      --raw            only the value's bytes, no header, no newline\n",
-	 cmd_get, 2, 2},
+	 NULL, run_get, 2, 2, CMD_ABOUT_KEY},
 	{"del", "BUCKET KEY", "Delete KEY (a tombstone; history is kept).\nPrints the revision.",
-	 NULL, cmd_del, 2, 2},
-	{"purge", "BUCKET KEY", "Delete KEY and its history.\nPrints the revision.", NULL, cmd_del, 2, 2},
+	 NULL, NULL, run_del, 2, 2, CMD_ABOUT_KEY | CMD_REV},
+	{"purge", "BUCKET KEY", "Delete KEY and its history.\nPrints the revision.", NULL,
+	 NULL, run_del, 2, 2, CMD_ABOUT_KEY | CMD_REV},
 	{"keys", "BUCKET [PREFIX]", "List keys, sorted, one per line (PREFIX e.g. 'user.').",
-	 NULL, cmd_keys, 1, 2},
-	{"history", "BUCKET KEY", "Show KEY's retained revisions, oldest first.", NULL, cmd_history, 2, 2},
+	 NULL, NULL, run_keys, 1, 2, CMD_ABOUT_BUCKET},
+	{"history", "BUCKET KEY", "Show KEY's retained revisions, oldest first.", NULL,
+	 NULL, run_history, 2, 2, CMD_ABOUT_KEY},
 	{"load", "BUCKET FILE|- [options]",
 	 "Load keys from FILE or stdin, batched and pipelined.\n\n"
 	 "One key per line, either NDJSON\n"
@@ -597,8 +580,8 @@ static const cmd_t cmds[] = {
 	 "      --window N           batches in flight (default 4)\n"
 	 "      --skip-bad           report bad lines and carry on\n"
 	 "  -q, --quiet              no progress on stderr\n",
-	 cmd_load, 2, 2},
-	{"status", "", "Show the server's node status.", NULL, cmd_status, 0, 0},
+	 prep_load, NULL, 2, 2, 0},
+	{"status", "", "Show the server's node status.", NULL, NULL, run_status, 0, 0, 0},
 };
 #define NCMDS (sizeof cmds / sizeof cmds[0])
 
@@ -620,12 +603,7 @@ static void main_help(FILE *f)
 int main(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{"server", required_argument, NULL, 's'},
-		{"timeout", required_argument, NULL, OPT_TIMEOUT},
-		{"tls-ca", required_argument, NULL, OPT_TLS_CA},
-		{"tls-cert", required_argument, NULL, OPT_TLS_CERT},
-		{"tls-key", required_argument, NULL, OPT_TLS_KEY},
-		{"help", no_argument, NULL, 'h'},
+		COMMON_OPTIONS,
 		{NULL, 0, NULL, 0},
 	};
 	cli_ctx_t cx;
@@ -644,23 +622,12 @@ int main(int argc, char **argv)
 	opterr = 0;
 	/* "+": stop at the command; its own options are parsed by the command */
 	while ((ch = getopt_long(argc, argv, "+s:h", lo, NULL)) != -1) {
+		if ((rc = common_opt(&cx, ch, NULL)) >= 0) {
+			if (rc)
+				return rc;
+			continue;
+		}
 		switch (ch) {
-		case 's':
-			cx.servers = optarg;
-			break;
-		case OPT_TIMEOUT:
-			if (proto_conf_parse_duration(optarg, 1000, &cx.timeout_ms) || cx.timeout_ms == 0)
-				return cli_usage_error(NULL, "bad --timeout '%s'", optarg);
-			break;
-		case OPT_TLS_CA:
-			cx.tls_ca = optarg;
-			break;
-		case OPT_TLS_CERT:
-			cx.tls_cert = optarg;
-			break;
-		case OPT_TLS_KEY:
-			cx.tls_key = optarg;
-			break;
 		case 'h':
 			main_help(stdout);
 			return CLI_OK;
@@ -701,7 +668,7 @@ int main(int argc, char **argv)
 			c = &cmds[i];
 	if (!c)
 		return cli_usage_error(NULL, "unknown command '%s'", name);
-	rc = c->fn(&cx, c, argc, argv);
+	rc = call_cmd(&cx, c, argc, argv);
 	fflush(stdout);
 	if (ferror(stdout) && rc == CLI_OK) {
 		fprintf(stderr, "geokv: writing output failed\n");
