@@ -27,6 +27,10 @@
  * Handshake output is gathered in c->hbuf and sent as one write per flight (mbedTLS flushes
  * each handshake record separately).
  *
+ * Fairness: a connection answers at most REQ_BURST requests per turn; with more buffered
+ * it yields (reading paused) and w->resume (an idle handle) pumps it again after the loop
+ * has polled everyone else.
+ *
  * Order of answers: one request is answered at a time, in arrival order (the parser pauses
  * after each), so pipelined answers cannot be reordered, and a request waiting for ?min_rev
  * holds back the ones behind it, as HTTP/1.1 requires.
@@ -47,12 +51,19 @@ enum phase { PH_NONE, PH_HANDSHAKE, PH_HEADER, PH_IDLE, PH_WRITE, PH_LINGER };
 #define PENDING_MAX     (16u << 20)  /* a client that lets this much pile up is dropped */
 #define POOL_MAX        256
 #define KEEP_BUF_MAX    (64u << 10)  /* pooled connections keep write buffers up to this */
+/* Requests answered for one connection before the loop serves the others: one 64 KiB read
+ * can hold ~1,500 pipelined GETs, ~15 ms of work at ~10 us each; libuv caps reads per
+ * connection per iteration (32), not the requests they carry. */
+#define REQ_BURST       64
 
 typedef struct gw_conn {
 	uv_tcp_t tcp;
 	gw_worker_t *w;
 	struct gw_conn *prev, *next;
 	struct gw_conn *wnext;
+	struct gw_conn *ynext;       /* w->yielded list */
+	bool yielded;                /* requests left after a burst: resumed by w->resume */
+	uint32_t burst;              /* requests answered in this pump */
 	gw_http_t http;
 	bool http_ready;
 	proto_tls_conn_t tls;
@@ -330,6 +341,14 @@ static bool process_requests(gw_conn_t *c)
 		c->wait_until = 0;
 		if (answer(c))
 			return true;
+		if (++c->burst >= REQ_BURST && !c->yielded) {
+			c->yielded = true;
+			c->ynext = w->yielded;
+			w->yielded = c;
+			if (!uv_is_active((uv_handle_t *)&w->resume))
+				uv_idle_start(&w->resume, gw__conn_resume_cb);
+			return true;
+		}
 	}
 }
 
@@ -353,7 +372,7 @@ static void settle(gw_conn_t *c)
 			return;
 		}
 	}
-	if (c->paused || c->waiting || c->close_after || c->eof) {
+	if (c->paused || c->waiting || c->close_after || c->eof || c->yielded) {
 		if (c->reading) {
 			uv_read_stop((uv_stream_t *)&c->tcp);
 			c->reading = false;
@@ -425,11 +444,12 @@ static void pump(gw_conn_t *c)
 {
 	gw_worker_t *w = c->w;
 
-	if (c->in_work)
-		return; /* hs_after_cb pumps */
+	if (c->in_work || c->yielded)
+		return; /* hs_after_cb / gw__conn_resume_cb pumps */
 	use_out(c);
+	c->burst = 0;
 	for (;;) {
-		if (c->closing || c->waiting || c->close_after)
+		if (c->closing || c->waiting || c->close_after || c->yielded)
 			break;
 		if (c->plen >= PENDING_PAUSE) {
 			c->paused = true;
@@ -671,12 +691,26 @@ static void unwait(gw_conn_t *c)
 	c->waiting = false;
 }
 
+static void unyield(gw_conn_t *c)
+{
+	gw_conn_t **pp = &c->w->yielded;
+
+	while (*pp != NULL && *pp != c)
+		pp = &(*pp)->ynext;
+	if (*pp == c)
+		*pp = c->ynext;
+	c->ynext = NULL;
+	c->yielded = false;
+}
+
 static void close_now(gw_conn_t *c)
 {
 	if (c->closing)
 		return;
 	if (c->waiting)
 		unwait(c);
+	if (c->yielded)
+		unyield(c);
 	if (tls_on(c) && !c->in_work && c->tls.established && !c->had_error && !c->lingering &&
 	    !c->writing && c->plen == 0)
 		proto_tls_close_notify(&c->tls); /* best effort: try_write, else dropped */
@@ -743,7 +777,9 @@ static gw_conn_t *conn_get(gw_worker_t *w)
 		c->http_ready = true;
 	}
 	c->w = w;
-	c->prev = c->next = c->wnext = NULL;
+	c->prev = c->next = c->wnext = c->ynext = NULL;
+	c->yielded = false;
+	c->burst = 0;
 	c->cin_len = c->wlen = c->plen = c->hlen = 0;
 	c->in_work = c->handle_closed = c->hs_capture = false;
 	c->writing = c->closing = c->close_after = c->waiting = c->paused = false;
@@ -889,6 +925,24 @@ void gw__conn_wait_tick(gw_worker_t *w, uint64_t now)
 	}
 	if (w->waiters == NULL)
 		uv_timer_stop(&w->wait_timer);
+}
+
+/* Idle callback: give each connection that yielded its next burst. Connections that yield
+ * again go on a fresh list, so one pass serves each once and the loop polls in between. */
+void gw__conn_resume_cb(uv_idle_t *h)
+{
+	gw_worker_t *w = h->data;
+	gw_conn_t *c = w->yielded, *next;
+
+	w->yielded = NULL;
+	for (; c != NULL; c = next) {
+		next = c->ynext;
+		c->ynext = NULL;
+		c->yielded = false;
+		pump(c);
+	}
+	if (w->yielded == NULL)
+		uv_idle_stop(&w->resume);
 }
 
 void gw__conn_stop_all(gw_worker_t *w, bool force)

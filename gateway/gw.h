@@ -249,6 +249,7 @@ typedef struct gw_worker {
 	uv_timer_t tick;             /* 100 ms: timeouts, date, nodestat reopen */
 	uv_timer_t wait_timer;       /* 1 ms while a ?min_rev request waits */
 	uv_async_t wake;             /* reload / stop from the main thread */
+	uv_idle_t resume;            /* runs connections that yielded after a request burst */
 	gw_stats_t stats;
 	gw_ctx_t ctx;
 	kv_rtxn_t rtxn;
@@ -265,6 +266,7 @@ typedef struct gw_worker {
 	gw_out_t out;                /* staging, shared by this worker's connections */
 	struct gw_conn *conns;       /* all open connections (doubly linked) */
 	struct gw_conn *waiters;     /* connections waiting on ?min_rev (singly linked) */
+	struct gw_conn *yielded;     /* connections with requests left after a burst */
 	struct gw_conn *pool;        /* closed connections kept for reuse */
 	uint32_t nconns, npool, max_conns;
 	bool stopping, stopped;
@@ -300,5 +302,6 @@ void gw__conn_stop_all(gw_worker_t *w, bool force);
 void gw__conn_pool_free(gw_worker_t *w);
 void gw__worker_tls_release(gw_worker_t *w, gw_tlsgen_t *g);
 void gw__worker_wait_cb(uv_timer_t *t);
+void gw__conn_resume_cb(uv_idle_t *h);
 
 #endif

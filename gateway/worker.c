@@ -96,6 +96,8 @@ static void close_handles(gw_worker_t *w)
 		uv_close((uv_handle_t *)&w->tick, NULL);
 	if (!uv_is_closing((uv_handle_t *)&w->wait_timer))
 		uv_close((uv_handle_t *)&w->wait_timer, NULL);
+	if (!uv_is_closing((uv_handle_t *)&w->resume))
+		uv_close((uv_handle_t *)&w->resume, NULL);
 	if (!uv_is_closing((uv_handle_t *)&w->wake))
 		uv_close((uv_handle_t *)&w->wake, NULL);
 	if (!uv_is_closing((uv_handle_t *)&w->listener))
@@ -257,8 +259,9 @@ int gw_worker_start(gw_worker_t *w)
 		return rc;
 	uv_timer_init(&w->loop, &w->tick);
 	uv_timer_init(&w->loop, &w->wait_timer);
+	uv_idle_init(&w->loop, &w->resume);
 	uv_async_init(&w->loop, &w->wake, wake_cb);
-	w->tick.data = w->wait_timer.data = w->wake.data = w;
+	w->tick.data = w->wait_timer.data = w->wake.data = w->resume.data = w;
 	uv_tcp_init(&w->loop, &w->listener);
 	w->listener.data = w;
 	if ((rc = listen_fd(w, &fd)) != 0)

@@ -463,6 +463,68 @@ assert new != old, "new connections still get the old certificate"
 PY
 }
 check "SIGHUP during handshakes on the pool: they finish with the old pair, new ones get the new" t_hs_reload
+t_burst_fair() {
+	# One connection pipelines 3,000 GETs in one go; another sends one GET right after. The
+	# worker answers at most a burst of requests per connection before serving the others,
+	# so the second is answered long before the first one's 3,000 (all still answered, in
+	# order). Without the cap the loop answered all 3,000 (~30 ms) first.
+	python3 - "$HP" "$tmp/hs.py" "$HSPID" <<'PY'
+import os, select, signal, socket, ssl, sys, time
+exec(open(sys.argv[2]).read())
+pid = int(sys.argv[3])
+# `a` encrypts its 3,000 requests into memory first and sends them in one write, so they
+# reach the server together (a TLS socket would trickle them out as it encrypts).
+# A send buffer large enough for all of it: else sendall returns only once the server has
+# read (and answered) most of it, and `b` would ask too late to show anything.
+sa = socket.socket()
+sa.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+sa.connect(("127.0.0.1", port))
+i, o = ssl.MemoryBIO(), ssl.MemoryBIO()
+ta = ctx().wrap_bio(i, o)
+while True:
+    try:
+        ta.do_handshake(); break
+    except ssl.SSLWantReadError:
+        sa.sendall(o.read()); d = sa.recv(65536); assert d; i.write(d)
+sa.sendall(o.read())
+b = keepalive()
+ta.write(b"GET /kv/hello HTTP/1.1\r\nHost: x\r\n\r\n" * 3000)
+# Both arrive while the gateway is stopped, so its loop finds them together (a's first):
+# how many of a's answers go out before b's is then up to the gateway alone.
+os.kill(pid, signal.SIGSTOP)
+try:
+    sa.sendall(o.read())
+    b.sendall(b"GET /kv/hello HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.1)
+finally:
+    os.kill(pid, signal.SIGCONT)
+# One thread drains both, `b` first whenever it is readable, and notes how many answers
+# `a` had when `b` got its own (draining `a` keeps back-pressure from pausing it).
+sa.setblocking(False); b.setblocking(False)
+got_a, got_b, before = b"", b"", None
+while got_a.count(b"HTTP/1.1 200") < 3000 or not got_a.endswith(b"world"):
+    r, _, _ = select.select([sa, b] if before is None else [sa], [], [], 10)
+    assert r, "stalled"
+    if b in r:
+        try:
+            while True: got_b += b.recv(65536)
+        except (ssl.SSLWantReadError, BlockingIOError):
+            pass
+        if got_b.endswith(b"world"):
+            before = got_a.count(b"HTTP/1.1 200")
+        continue
+    d = sa.recv(16384); assert d, "closed"; i.write(d)
+    try:
+        while True: got_a += ta.read(1 << 20)
+    except ssl.SSLWantReadError:
+        pass
+assert got_a.count(b"HTTP/1.1 200") == 3000 and before is not None
+assert before < 500, "the other connection waited for %d pipelined answers" % before
+print("other connection answered after %d of 3000 pipelined answers" % before)
+PY
+}
+check "a client pipelining 3,000 requests does not hold the loop (burst cap, 1 worker)" t_burst_fair
+
 # SIGTERM while steps are in flight: the worker waits for them, then exits 0 (not through
 # check(), whose subshell cannot wait for our children).
 python3 - "$HP" "$tmp/hs.py" <<'PY' &
