@@ -18,7 +18,8 @@
  * Full TLS handshakes off the loop: the public-key steps of a full handshake (ECDHE and the
  * ECDSA signature, ~3 ms of CPU with mbedTLS 2.28) run on libuv's thread pool
  * (tls.handshake_threads), because on the loop thread they stalled every other connection
- * of the worker (keep-alive p99, and 377 ms connect p99 at 100 new connections/s). The cheap
+ * of the worker (keep-alive p99, and 377 ms connect p99 at 100 new connections/s); a
+ * connection alone on its worker runs them inline, where they delay nobody. The cheap
  * steps (ClientHello, ServerHello, a whole resumed handshake) stay inline: queueing costs
  * more than they do. While a step runs (c->in_work) the connection is pinned: the loop
  * does not read from its socket, touch its TLS context, its cin bytes (the step's input) or
@@ -456,8 +457,11 @@ static void pump(gw_conn_t *c)
 			break;
 		}
 		if (tls_on(c) && !c->tls.established) {
-			int rc = w->m->cfg.handshake_threads < 0 ? proto_tls_handshake(&c->tls)
-								 : proto_tls_handshake_cheap(&c->tls);
+			/* Alone on the worker, a costly step inline delays nobody, and the two pool
+			 * round trips would only add latency (under load each waits for a CPU). */
+			bool offload = w->m->cfg.handshake_threads >= 0 && w->nconns > 1;
+			int rc = offload ? proto_tls_handshake_cheap(&c->tls)
+					 : proto_tls_handshake(&c->tls);
 			if (rc == PROTO_EBUSY) {
 				hs_offload(c);
 				return;
