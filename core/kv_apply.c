@@ -227,7 +227,8 @@ static int revs_del(apply_t *a, uint64_t rev)
 	int rc;
 
 	if (s->run_len && rev >= s->run_rev) {
-		/* Revisions of this entry are only ever in its open run. */
+		/* Revisions from the open run's base up can only be in it (stored runs hold
+		 * lower ones, earlier runs of this entry included). */
 		if ((at = run_find(s->run, s->run_len, s->run_rev, rev)) >= 0) {
 			n = run_item_len(s->run + at);
 			memmove(s->run + at, s->run + at + n, s->run_len - (size_t)at - n);
