@@ -2,7 +2,8 @@
 # geokv quick start: install what is missing, build, start a local cluster on loopback under
 # ./run/, load sample keys, and print the command that reads one over HTTPS.
 #
-#   deploy/quickstart.sh          start (or restart) the local cluster
+#   deploy/quickstart.sh          start the local cluster afresh (a restart discards the
+#                                 sample cluster's data; certificates are kept)
 #   deploy/quickstart.sh stop     stop every process it started (by pid)
 #   deploy/quickstart.sh status   show what runs and where
 #
@@ -67,6 +68,9 @@ gateway=$build/gateway/geokv-gateway
 for b in "$geokv" "$primary" "$gateway"; do [ -x "$b" ] || die "missing binary $b"; done
 
 stop_all
+# A quick start is a demo: begin from empty stores every time, so a run folder left by an
+# older checkout (or a half-finished run) can never get in the way.
+rm -rf "$run"/primary* "$run"/*.log "$run/sample.ndjson"
 mkdir -p "$run"
 deploy/certs.sh "$run/certs" >/dev/null
 
