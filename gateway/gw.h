@@ -7,7 +7,9 @@
  * are the read-only store handle, session-ticket keys and cache (proto_tls_shared_t), and each
  * other's counters (read at /metrics). A connection (conn.c) lives on one worker: it feeds
  * bytes through TLS (proto/tls.h) into the HTTP parser (http.c), asks route.c what was asked
- * for and respond.c to answer it into the worker's output staging buffer (out.c).
+ * for and respond.c to answer it into the worker's output staging buffer (out.c). The
+ * public-key steps of full TLS handshakes run on libuv's thread pool with the connection
+ * pinned (conn.c); they use the worker's TLS configuration, which is read-only or locked.
  *
  * Pure parts with no I/O, used by the unit tests and the fuzz target: http.c, route.c,
  * out.c, and respond.c when given a NULL store.
