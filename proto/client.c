@@ -457,14 +457,10 @@ static void flush_pending(kvc_conn_t *k)
 
 /* ---- connection: lifecycle ----------------------------------------------------------- */
 
-/* The client goes last: after its timer and every connection (incl. closing ones). */
-static void client_free_maybe(kvc_client_t *c)
+/* Free what the client owns (not the struct): shared by close and by kvc_client_new's failure
+ * path, so a field added later is released on both. NULL and zero counts are fine. */
+static void client_release(kvc_client_t *c)
 {
-	void (*cb)(void *) = c->close_cb;
-	void *arg = c->close_arg;
-
-	if (!c->closing || c->nconns > 0 || !c->timer_closed)
-		return;
 	for (size_t i = 0; i < c->nservers; i++) {
 		free(c->servers[i].host);
 		free(c->servers[i].name);
@@ -478,6 +474,17 @@ static void client_free_maybe(kvc_client_t *c)
 		proto_tls_conf_free(c->tls);
 		free(c->tls);
 	}
+}
+
+/* The client goes last: after its timer and every connection (incl. closing ones). */
+static void client_free_maybe(kvc_client_t *c)
+{
+	void (*cb)(void *) = c->close_cb;
+	void *arg = c->close_arg;
+
+	if (!c->closing || c->nconns > 0 || !c->timer_closed)
+		return;
+	client_release(c);
 	free(c);
 	if (cb)
 		cb(arg);
@@ -1191,15 +1198,7 @@ int kvc_client_new(uv_loop_t *loop, const char *servers, const kvc_opts_t *opts,
 	*out = c;
 	return 0;
 fail:
-	for (size_t i = 0; i < c->nservers; i++) {
-		free(c->servers[i].host);
-		free(c->servers[i].name);
-	}
-	free(c->servers);
-	free(c->slots);
-	free(c->freeslots);
-	free(c->cluster);
-	free(c->token);
+	client_release(c);
 	free(c);
 	return rc;
 }
