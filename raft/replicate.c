@@ -380,6 +380,30 @@ static bool same_snap(const raft_snapshot_meta_t *a, const raft_snapshot_meta_t 
 }
 
 /*
+ * When our log already holds what a snapshot carries, installing it would only throw away
+ * entries: answer as if installed and keep the log. Asked at the first chunk (nothing to
+ * transfer) and again at the last (we may have caught up through appends meanwhile, and
+ * installing then would discard entries we already acknowledged). Returns true if answered.
+ */
+static bool snapshot_covered(raft_t *r, const raft_msg_t *m)
+{
+	uint64_t t = 0;
+
+	if (m->snap.index <= r->commit) {
+		/* Our committed prefix already covers it. */
+		respond_snapshot(r, m, RAFT_MSGF_LAST, 0, r->commit);
+		return true;
+	}
+	if (raft__log_term(&r->log, m->snap.index, &t) == 0 && t == m->snap.term) {
+		/* Log matching: our log equals the leader's up to snap.index. */
+		commit_to(r, m->snap.index);
+		respond_snapshot(r, m, RAFT_MSGF_LAST, 0, m->snap.index);
+		return true;
+	}
+	return false;
+}
+
+/*
  * InstallSnapshot receiver, one chunk at a time and in order: a chunk at the expected
  * offset is copied into the arena and handed to the driver in the next Ready, which stages
  * it; the last one makes the Ready install the snapshot. Only one chunk per ready cycle,
@@ -387,21 +411,11 @@ static bool same_snap(const raft_snapshot_meta_t *a, const raft_snapshot_meta_t 
  */
 void raft__handle_snapshot(raft_t *r, const raft_msg_t *m)
 {
-	uint64_t t = 0;
 	void *p;
 
 	if (m->offset == 0) {
-		if (m->snap.index <= r->commit) {
-			/* Nothing to install: our committed prefix already covers it. */
-			respond_snapshot(r, m, RAFT_MSGF_LAST, 0, r->commit);
+		if (snapshot_covered(r, m))
 			return;
-		}
-		if (raft__log_term(&r->log, m->snap.index, &t) == 0 && t == m->snap.term) {
-			/* Log matching: our log equals the leader's up to snap.index. */
-			commit_to(r, m->snap.index);
-			respond_snapshot(r, m, RAFT_MSGF_LAST, 0, m->snap.index);
-			return;
-		}
 		if (!r->recv_active || !same_snap(&r->recv_meta, &m->snap) || r->recv_offset != 0) {
 			r->recv_active = true;
 			r->recv_meta = m->snap;
@@ -437,15 +451,8 @@ void raft__handle_snapshot(raft_t *r, const raft_msg_t *m)
 	/* Caught up some other way meanwhile (appends still in flight when the transfer
 	 * began): installing now would discard entries we already acknowledged, leaving the
 	 * leader's match above our log. Keep the log; the staged bytes go unused. */
-	if (m->snap.index <= r->commit) {
-		respond_snapshot(r, m, RAFT_MSGF_LAST, 0, r->commit);
+	if (snapshot_covered(r, m))
 		return;
-	}
-	if (raft__log_term(&r->log, m->snap.index, &t) == 0 && t == m->snap.term) {
-		commit_to(r, m->snap.index);
-		respond_snapshot(r, m, RAFT_MSGF_LAST, 0, m->snap.index);
-		return;
-	}
 	raft__on_snapshot_installed(r, &m->snap);
 	respond_snapshot(r, m, RAFT_MSGF_LAST, 0, m->snap.index);
 }
