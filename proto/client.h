@@ -59,6 +59,8 @@ typedef struct kvc_opts {
 	const char *tls_ca;           /* CA file (PEM); NULL = plain TCP */
 	const char *tls_cert;         /* client certificate chain (PEM) or NULL */
 	const char *tls_key;          /* its private key (PEM) */
+	bool stale;                   /* reads served from the member's local copy (PROTO_F_STALE):
+	                               * faster, any member, but may miss the latest writes */
 } kvc_opts_t;
 
 /* ---- async API ---------------------------------------------------------------------- */

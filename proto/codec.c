@@ -207,7 +207,7 @@ int proto_hdr_decode(const uint8_t *buf, size_t len, uint32_t max_frame, proto_h
 	hdr->type = (uint16_t)(buf[4] | buf[5] << 8);
 	hdr->flags = (uint16_t)(buf[6] | buf[7] << 8);
 	hdr->id = rd64(buf + 8);
-	if (hdr->flags != 0)
+	if (hdr->flags & ~(unsigned)PROTO_F_KNOWN)
 		return PROTO_EBADMSG;
 	/* Before waiting for the payload: a peer announcing 4 GiB must not make us buffer it. */
 	if (hdr->len > max_frame)

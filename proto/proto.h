@@ -17,7 +17,9 @@
  *
  *   u32 len      payload length (not counting the header), <= the receiver's max_frame
  *   u16 type     PROTO_T_*
- *   u16 flags    0 (reserved; receivers reject unknown bits)
+ *   u16 flags    PROTO_F_* bits (receivers reject unknown bits); 0 but on a REQ:
+ *                PROTO_F_STALE  a read served from the receiver's local copy, without the
+ *                               ReadIndex round that makes reads linearizable
  *   u64 id       request id chosen by the requester, echoed in the response; many requests
  *                may be in flight on one connection (pipelining); responses to requests
  *                carry their id and may arrive in any order
@@ -64,6 +66,9 @@ enum proto_type {
 	/* 32..47: raft peer messages; 48..63: leaf feed. Defined by those modules. */
 };
 
+enum proto_flags { PROTO_F_STALE = 1 << 0 };
+#define PROTO_F_KNOWN PROTO_F_STALE
+
 typedef struct proto_hdr {
 	uint32_t len;
 	uint16_t type;
@@ -81,7 +86,7 @@ typedef struct proto_bytes {
  * Decode a frame header from `buf`. Returns PROTO_HDR_LEN when a header and its whole
  * payload are present (payload at buf + PROTO_HDR_LEN, hdr->len bytes), PROTO_EAGAIN when
  * more bytes are needed, PROTO_ETOOBIG when hdr->len > max_frame (hdr is filled so the caller
- * can answer with the id), PROTO_EBADMSG on non-zero flags.
+ * can answer with the id), PROTO_EBADMSG on unknown flag bits.
  */
 int proto_hdr_decode(const uint8_t *buf, size_t len, uint32_t max_frame, proto_hdr_t *hdr);
 void proto_hdr_encode(uint8_t out[PROTO_HDR_LEN], const proto_hdr_t *hdr);
