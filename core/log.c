@@ -8,6 +8,7 @@
  *   "meta"     "format" -> "geokv-log-1"
  *              "hard"   -> u64 term, u64 vote, u64 commit, u64 xxh64
  *              "snap"   -> u64 index, u64 term, u64 xxh64
+ *              "sconf"  -> u64 n, 16 x u64 member id, u64 xxh64 (absent = no members)
  *
  * The checksum of an entry covers its index, term, type and data, so an entry read back under
  * the wrong key (a misdirected write) fails as surely as a flipped bit. The meta records carry
@@ -160,7 +161,7 @@ static int ent_decode(const kv_log_t *l, uint64_t index, const MDB_val *v, kv_lo
 
 static int meta_put(kv_log_t *l, MDB_txn *txn, const char *name, const uint64_t *w, int nw)
 {
-	uint8_t buf[40];
+	uint8_t buf[8 * (KV_LOG_MAX_CONF + 2)];
 	MDB_val k = {strlen(name), (void *)name}, v = {(size_t)(nw + 1) * 8, buf};
 	int rc;
 
@@ -203,8 +204,14 @@ static int put_hard(kv_log_t *l, MDB_txn *txn, const kv_log_hard_t *hs)
 
 static int put_snap(kv_log_t *l, MDB_txn *txn, const kv_log_snap_t *s)
 {
-	uint64_t w[2] = {s->index, s->term};
-	return meta_put(l, txn, "snap", w, 2);
+	uint64_t w[2] = {s->index, s->term}, c[KV_LOG_MAX_CONF + 1] = {s->conf.n};
+	int err;
+
+	for (uint32_t i = 0; i < s->conf.n && i < KV_LOG_MAX_CONF; i++)
+		c[1 + i] = s->conf.ids[i];
+	if ((err = meta_put(l, txn, "snap", w, 2)) != 0)
+		return err;
+	return meta_put(l, txn, "sconf", c, KV_LOG_MAX_CONF + 1);
 }
 
 /* ---- open / close ---------------------------------------------------------------------- */
@@ -215,7 +222,7 @@ static int load_state(kv_log_t *l)
 	MDB_txn *txn;
 	MDB_cursor *c;
 	MDB_val k, v;
-	uint64_t w[3];
+	uint64_t w[3], cw[KV_LOG_MAX_CONF + 1];
 	int rc, err;
 
 	rc = mdb_txn_begin(l->env, NULL, MDB_RDONLY, &txn);
@@ -226,7 +233,18 @@ static int load_state(kv_log_t *l)
 	l->hard = (kv_log_hard_t){w[0], w[1], w[2]};
 	if ((err = meta_get(l, txn, "snap", w, 2)) != 0)
 		goto out;
-	l->snap = (kv_log_snap_t){w[0], w[1]};
+	l->snap = (kv_log_snap_t){w[0], w[1], {0, {0}}};
+	if ((err = meta_get(l, txn, "sconf", cw, KV_LOG_MAX_CONF + 1)) != 0)
+		goto out;
+	if (cw[0] > KV_LOG_MAX_CONF) {
+		GK_ERROR("log", "snapshot membership is out of range", "n=%llu dir=%s",
+			 (unsigned long long)cw[0], l->dir);
+		err = KV_ECORRUPT;
+		goto out;
+	}
+	l->snap.conf.n = (uint32_t)cw[0];
+	for (uint32_t i = 0; i < l->snap.conf.n; i++)
+		l->snap.conf.ids[i] = (uint32_t)cw[1 + i];
 	if ((rc = mdb_cursor_open(txn, l->ents, &c)) != 0) {
 		err = lmdb_err(rc, "cursor open");
 		goto out;
@@ -502,6 +520,11 @@ int kv_log_truncate(kv_log_t *l, uint64_t from)
 
 int kv_log_compact(kv_log_t *l, uint64_t upto)
 {
+	return kv_log_compact_conf(l, upto, NULL);
+}
+
+int kv_log_compact_conf(kv_log_t *l, uint64_t upto, const kv_log_conf_t *conf)
+{
 	kv_log_snap_t snap;
 	kv_log_entry_t e;
 	MDB_txn *txn;
@@ -522,7 +545,7 @@ int kv_log_compact(kv_log_t *l, uint64_t upto)
 	else
 		err = ent_decode(l, upto, &v, &e);
 	if (err == 0) {
-		snap = (kv_log_snap_t){upto, e.term};
+		snap = (kv_log_snap_t){upto, e.term, conf ? *conf : snap.conf};
 		err = put_snap(l, txn, &snap);
 	}
 	if (err == 0)
@@ -562,6 +585,30 @@ int kv_log_reset(kv_log_t *l, const kv_log_snap_t *snap)
 	pthread_mutex_unlock(&l->mu);
 	atomic_store(&l->first, snap->index + 1);
 	atomic_store(&l->last, snap->index);
+	return 0;
+}
+
+int kv_log_set_conf(kv_log_t *l, const kv_log_conf_t *conf)
+{
+	kv_log_snap_t snap;
+	MDB_txn *txn;
+	int rc, err;
+
+	if (conf->n > KV_LOG_MAX_CONF)
+		return -EINVAL;
+	kv_log_snap(l, &snap);
+	snap.conf = *conf;
+	if ((rc = mdb_txn_begin(l->env, NULL, 0, &txn)) != 0)
+		return lmdb_err(rc, "txn begin");
+	if ((err = put_snap(l, txn, &snap)) != 0) {
+		mdb_txn_abort(txn);
+		return err;
+	}
+	if ((err = commit(txn)) != 0)
+		return err;
+	pthread_mutex_lock(&l->mu);
+	l->snap = snap;
+	pthread_mutex_unlock(&l->mu);
 	return 0;
 }
 

@@ -72,9 +72,18 @@ typedef struct kv_log_hard {
 	uint64_t commit;          /* highest index known committed */
 } kv_log_hard_t;
 
+#define KV_LOG_MAX_CONF 16     /* = RAFT_MAX_NODES */
+
+/* Voting members as of the snapshot index (raft's configuration). */
+typedef struct kv_log_conf {
+	uint32_t n;
+	uint32_t ids[KV_LOG_MAX_CONF];
+} kv_log_conf_t;
+
 typedef struct kv_log_snap {
 	uint64_t index;           /* last index compacted into state/ (0 = none) */
 	uint64_t term;            /* its term */
+	kv_log_conf_t conf;       /* membership as of index (a new cluster: its founders) */
 } kv_log_snap_t;
 
 typedef struct kv_log_opts {
@@ -130,12 +139,17 @@ int kv_log_truncate(kv_log_t *l, uint64_t from);
  * is a no-op. Errors: -ERANGE when upto > last, KV_ECORRUPT if entry `upto` fails its check.
  */
 int kv_log_compact(kv_log_t *l, uint64_t upto);
+/* The same, recording `conf` (membership as of upto) in the snapshot meta; NULL keeps it. */
+int kv_log_compact_conf(kv_log_t *l, uint64_t upto, const kv_log_conf_t *conf);
 
 /*
  * Discard the whole log and record `snap` as the snapshot meta (after installing a snapshot
  * of state/ that covers snap->index): the log then continues at snap->index + 1.
  */
 int kv_log_reset(kv_log_t *l, const kv_log_snap_t *snap);
+
+/* Record the membership of the snapshot meta alone (a new log: the founders). */
+int kv_log_set_conf(kv_log_t *l, const kv_log_conf_t *conf);
 
 /* fsync: after it returns 0, every write committed before the call is durable. */
 int kv_log_sync(kv_log_t *l);

@@ -993,6 +993,18 @@ uint64_t raft_applied(const raft_t *r) { return r->applied; }
 uint64_t raft_last_index(const raft_t *r) { return raft__log_last(&r->log); }
 const raft_conf_t *raft_conf(const raft_t *r) { return &r->conf; }
 
+int raft_peer_match(const raft_t *r, raft_id_t id, uint64_t *match)
+{
+	const raft__progress_t *pr;
+
+	if (r->role != RAFT_LEADER)
+		return RAFT_ENOTLEADER;
+	if ((pr = raft__pr_find((raft_t *)r, id)) == NULL)
+		return RAFT_EINVAL;
+	*match = pr->match;
+	return 0;
+}
+
 const char *raft_strerror(int err)
 {
 	switch (err) {

@@ -388,6 +388,9 @@ uint64_t raft_last_index(const raft_t *r);
 /* Membership as of the last applied entry: what a snapshot taken at raft_applied() holds. */
 const raft_conf_t *raft_conf(const raft_t *r);
 bool raft_conf_has(const raft_conf_t *c, raft_id_t id);
+/* Leader only: the highest index known replicated on voter `id` (its match index).
+ * 0, RAFT_ENOTLEADER, or RAFT_EINVAL when id is not a voter. */
+int raft_peer_match(const raft_t *r, raft_id_t id, uint64_t *match);
 
 /* Membership-change entry codec (8 bytes: op u32 LE, id u32 LE), and applying one to a
  * configuration, for drivers that track membership at their own applied index.
