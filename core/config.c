@@ -65,6 +65,15 @@ static const proto_conf_setting_t settings[] = {
 	SET("tls", "key", STR, tls_key, NULL, "its private key, PEM"),
 	SET("tls", "client_ca", STR, tls_client_ca, NULL,
 	    "require client certificates signed by this CA, PEM (default: not asked)"),
+	SET("cluster", "peers", STR, peers, NULL,
+	    "founding members ID=HOST:PORT,... (peer addresses, this node too; default: alone)"),
+	SET("cluster", "peer_listen", STR, peer_listen, NULL,
+	    "peer listener HOST:PORT (default: this node's address in peers)"),
+	SET("cluster", "tick_ms", DUR, tick_ms, "20", "raft tick: heartbeat period", .min = 1),
+	SET("cluster", "election_ticks", U32, election_ticks, "10",
+	    "election timeout in ticks, randomized in [t, 2t)", .min = 3),
+	SET("cluster", "proposal_timeout_ms", DUR, prop_timeout_ms, "5000",
+	    "a write not committed within this gets PROTO_ETIMEDOUT (outcome unknown)", .min = 100),
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 #define XSTR_(x) #x

@@ -183,9 +183,47 @@ static void render(prim_t *p, proto_metrics_buf_t *b)
 	gauge(b, "geokv_primary_log_first_index", "First index in the log (older ones compacted).",
 	      kv_log_first_index(p->log));
 	gauge(b, "geokv_primary_log_last_index", "Last index in the log.", kv_log_last_index(p->log));
-	gauge(b, "geokv_primary_commit_index", "Highest committed (durable) log index.", p->commit);
+	gauge(b, "geokv_primary_commit_index", "Highest log index known committed (on a majority).",
+	      raft_commit(&p->raft));
+	gauge(b, "geokv_primary_raft_term", "Current Raft term.", raft_term(&p->raft));
+	gauge(b, "geokv_primary_raft_leader", "1 while this node is the Raft leader.",
+	      raft_role(&p->raft) == RAFT_LEADER);
+	gauge(b, "geokv_primary_raft_leader_id", "Node id of the known leader (0 = none).",
+	      raft_leader(&p->raft));
+	gauge(b, "geokv_primary_raft_members", "Voting members in the configuration.",
+	      raft_conf(&p->raft)->n);
+	gauge(b, "geokv_primary_repairing", "1 while a damaged log or store is repaired from peers.",
+	      p->repairing);
+	gauge(b, "geokv_primary_apply_stalled", "1 while apply waits (store full or I/O error).",
+	      p->apply_stalled_at != 0);
+	gauge(b, "geokv_primary_proposals_waiting", "Writes proposed to raft, not yet answered.",
+	      p->nwaiting);
+	gauge(b, "geokv_primary_reads_waiting", "Linearizable reads waiting for ReadIndex/apply.",
+	      p->nreads);
+	counter(b, "geokv_primary_leader_changes_total", "Leader changes seen.", st->leader_changes);
+	counter(b, "geokv_primary_elections_won_total", "Times this node became leader.",
+		st->elections_won);
+	counter(b, "geokv_primary_proposals_lost_total",
+		"Writes answered ENOTLEADER (replaced) or ETIMEDOUT (lost in a leader change).",
+		st->props_lost);
+	counter(b, "geokv_primary_reads_linearizable_total", "ReadIndex rounds asked.",
+		st->reads_index);
+	counter(b, "geokv_primary_reads_stale_total", "Reads served from the local copy (stale).",
+		st->reads_stale);
+	counter(b, "geokv_primary_peer_received_bytes_total", "Bytes from peers.",
+		st->peer_bytes_in);
+	counter(b, "geokv_primary_peer_sent_bytes_total", "Bytes queued to peers.",
+		st->peer_bytes_out);
+	counter(b, "geokv_primary_peer_dropped_messages_total",
+		"Raft messages dropped (peer down or its queue full; raft resends).", st->peer_dropped);
+	counter(b, "geokv_primary_peer_refused_total",
+		"Peer connections refused at the handshake (cluster, node, token).", st->peer_refused);
+	counter(b, "geokv_primary_snapshots_sent_total", "Snapshot transfers started to followers.",
+		st->snapshots_sent);
+	counter(b, "geokv_primary_snapshots_installed_total", "Snapshots installed here.",
+		st->snapshots_installed);
 	gauge(b, "geokv_primary_applied_index", "Highest log index applied to the store.",
-	      kv_applied_index(p->store));
+	      prim__applied(p));
 	gauge(b, "geokv_primary_synced_applied_index",
 	      "Applied index the store has durably synced (the compaction bound).",
 	      p->synced_applied);
@@ -194,6 +232,11 @@ static void render(prim_t *p, proto_metrics_buf_t *b)
 	      p->pending.n);
 	counter(b, "geokv_primary_expired_keys_total", "Expiry deletes applied (max age).",
 		st->expired);
+	counter(b, "geokv_primary_space_refused_total",
+		"Writes refused KV_EFULL to keep headroom for deletes (state/ near map-max or disk full).",
+		st->space_refused);
+	gauge(b, "geokv_primary_state_disk_free_bytes", "Bytes free on the file system of state/.",
+	      p->disk_free == UINT64_MAX ? 0 : p->disk_free);
 
 	if ((rc = kv_stats(p->store, &ks)) == 0) {
 		gauge(b, "geokv_primary_store_map_size_bytes", "Current LMDB map size of state/.",

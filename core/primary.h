@@ -61,6 +61,12 @@ typedef struct prim_config {
 	char tls_cert[1024];        /* client listener certificate chain (PEM); "" = plain TCP */
 	char tls_key[1024];         /* its private key */
 	char tls_client_ca[1024];   /* CA that client certificates must chain to; "" = none asked */
+	char peers[4096];           /* founders "ID=HOST:PORT,..." (peer addresses, this node
+				     * included); "" = a group of one */
+	char peer_listen[256];      /* peer listener (default: this node's entry in peers) */
+	uint32_t tick_ms;           /* raft tick (default 20) */
+	uint32_t election_ticks;    /* election timeout in ticks, randomized [t, 2t) (default 10) */
+	uint32_t prop_timeout_ms;   /* a proposal unanswered this long gets PROTO_ETIMEDOUT */
 } prim_config_t;
 
 /* Fill c with the defaults above. */

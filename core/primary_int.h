@@ -15,6 +15,7 @@
 #include "core/nodestat.h"
 #include "core/primary.h"
 #include "proto/metrics.h"
+#include "raft/raft.h"
 #include "proto/tls.h"
 #include "proto/proto.h"
 
@@ -37,11 +38,16 @@ void prim__buf_free(prim_buf_t *b);
  */
 typedef struct prim_prop {
 	struct prim_prop *next;
+	struct prim_prop *wprev, *wnext; /* the waiting list (proposed to raft, not answered) */
+	struct prim_prop *hnext;   /* seq hash chain */
 	prim_conn_t *conn;         /* holds a reference (prim__conn_ref) while set */
 	uint64_t req_id;
-	uint64_t index;            /* log index, assigned when its group goes to the log */
+	uint64_t seq;              /* this node's proposal number, carried in the entry */
+	uint64_t index;            /* log index when proposed on the leader; 0 = forwarded */
+	uint64_t deadline_ms;      /* forwarded or unanswered past this: PROTO_ETIMEDOUT */
 	uint8_t op;                /* proto_opcode, to encode the response */
 	uint64_t recv_ns;          /* uv_hrtime when proposed: write latency is measured from it */
+	uint64_t cost;             /* its space estimate, held in prim_t.prop_bytes until answered */
 	int err;                   /* set when the entry was dropped: the answer */
 	size_t len;
 	uint8_t data[];
@@ -52,23 +58,59 @@ typedef struct prim_queue {
 	size_t n, bytes;
 } prim_queue_t;
 
-/* One job on the thread pool: append a group to the log and fsync it, plus upkeep. */
+/* One job on the thread pool: persist what a Ready says (entries, hard state, fsync), plus
+ * upkeep (log compaction). */
 typedef struct prim_log_job {
 	uv_work_t req;
 	prim_t *p;
-	prim_queue_t group;        /* entries to append (indexes assigned) */
-	prim_queue_t dropped;      /* proposals whose entries truncate_from removes: answered
-				    * with their error once the truncation is durable */
-	kv_log_entry_t *ents;      /* views of group's data; reused array */
-	size_t ents_cap;
-	uint64_t truncate_from;    /* 0 = none */
-	uint64_t compact_to;       /* 0 = none */
+	kv_log_entry_t *ents;      /* views of the Ready's entries; reused array */
+	size_t n_ents, ents_cap;
+	bool has_hs;
 	kv_log_hard_t hs;
-	int err;                   /* append/truncate result */
+	bool sync;
+	uint64_t compact_to;       /* 0 = none */
+	kv_log_conf_t compact_conf;
+	int err;                   /* append result */
 	int sync_err;
 	uint64_t sync_ns;          /* duration of kv_log_sync; 0 = no sync ran */
 	int compact_err;
 } prim_log_job_t;
+
+/* A read waiting for a ReadIndex answer and then for apply to reach it. */
+typedef struct prim_read {
+	struct prim_read *next;
+	prim_conn_t *conn;         /* holds a reference */
+	uint64_t req_id;
+	size_t len;
+	uint8_t data[];            /* the REQ payload, as received */
+} prim_read_t;
+
+/* Reads that share one ReadIndex round. */
+typedef struct prim_rgroup {
+	struct prim_rgroup *next;
+	uint64_t ctx;              /* raft_read_index ctx; 0 = not asked yet */
+	uint64_t index;            /* answer; 0 = not yet */
+	uint64_t deadline_ms;
+	prim_read_t *head, *tail;
+} prim_rgroup_t;
+
+typedef struct prim_pconn prim_pconn_t;
+
+/* Another member of the group, as the transport (core/peer.c) sees it. */
+typedef struct prim_peer {
+	prim_t *p;
+	raft_id_t id;
+	char addr[256];            /* peer address, HOST:PORT (a name is resolved) */
+	char client_addr[256];     /* its client address, learned from its hello */
+	prim_pconn_t *out;         /* our connection to it (we send) */
+	prim_pconn_t *in;          /* its connection to us (we receive) */
+	uv_timer_t retry;
+	uv_getaddrinfo_t gai;
+	bool resolving;
+	uint32_t backoff_ms;
+	uint64_t heard_ms;         /* uv_now of the last message from it */
+	uint64_t sent, dropped;
+} prim_peer_t;
 
 /* Why a frame was refused (geokv_primary_frames_rejected_total{reason}). */
 enum prim_reject {
@@ -102,6 +144,10 @@ typedef struct prim_stats {
 	uint64_t conns_accepted, conns_refused;
 	uint64_t timeouts_hello, timeouts_idle;
 	uint64_t expired;                  /* TTL deletes applied */
+	uint64_t space_refused;            /* writes refused KV_EFULL by the headroom check */
+	uint64_t peer_bytes_in, peer_bytes_out, peer_dropped, peer_refused;
+	uint64_t elections_won, leader_changes, reads_index, reads_stale, props_lost;
+	uint64_t snapshots_sent, snapshots_installed;
 	uint64_t metrics_scrapes;
 	proto_metrics_hist_t write_latency; /* receipt of a write to its answer */
 	proto_metrics_hist_t group_entries; /* entries per log job (one fsync) */
@@ -120,18 +166,83 @@ struct prim {
 	kv_nodestat_t ns;
 	char state_dir[1100];
 
-	/* pipeline */
-	prim_queue_t pending;      /* proposed, not yet handed to the log */
-	prim_log_job_t job;
+	/* consensus */
+	raft_t raft;
+	raft_storage_t rst;
+	kv_log_rtxn_t lrt;         /* raft storage reads; open across one drive cycle */
+	raft_conf_t founders;      /* from [cluster] peers (or this node alone) */
+	raft_ready_t rd;
+	bool in_ready;             /* between raft_ready and raft_advance */
+	bool driving;              /* drive() on the stack: do not re-enter */
 	bool job_running;
-	uint64_t next_index;       /* index for the next proposal handed to the log */
-	uint64_t commit;           /* highest durable (committed) index */
+	prim_log_job_t job;
+	uint32_t missed_ticks;     /* ticks that fell inside a ready cycle */
+	bool leader_lost;          /* the leader's connection closed: elect sooner */
+	uv_timer_t tick_timer;
+	uint64_t rng;
+	raft_id_t last_leader;
+	uint64_t leader_contact_ms;/* wall clock of the last sign of a live leader */
+	bool repairing;            /* log or store was damaged: no votes, no campaign */
+	uint64_t repair_until;     /* ... until the log holds this index again */
+	bool transferring;         /* SIGTERM on the leader: handing leadership over */
+	uint64_t transfer_deadline;
+	raft_id_t transfer_to;     /* asked for, not yet accepted by the core */
+	char repair_path[1100];    /* raft/repair: repair_until, kept across restarts */
+	uint64_t stop_deadline;    /* writes in flight at SIGTERM get until then */
+	uv_timer_t stop_check;
+
+	/* proposals */
+	prim_queue_t pending;      /* received, not yet handed to raft */
+	uint64_t prop_seq;
+	prim_prop_t **ptab;        /* seq -> waiting proposal */
+	size_t ptab_cap, nwaiting;
+	prim_prop_t *whead, *wtail;/* waiting proposals, in proposal order */
 	uint64_t last_time_ms;     /* entry times never go backwards */
-	uint64_t truncate_from;    /* requested for the next job (apply refused an entry) */
-	prim_queue_t dropped;      /* answered after that truncation is durable */
+	uint64_t apply_stalled_at; /* apply failed (store full): retry from the log; 0 = no */
 	kv_entry_in_t *apply_in;   /* reused arrays for kv_apply */
 	kv_result_t *apply_res;
+	uint64_t *apply_seq;       /* per entry of an apply call: our proposal seq, or 0 */
 	size_t apply_cap;
+	uint64_t apply_target;     /* highest committed index raft handed out */
+	uint64_t applied;          /* every committed entry through here processed (prim__applied) */
+	uint64_t space_used, space_map; /* state/ map bytes in use and mapped (after each apply) */
+	uint64_t disk_free;        /* bytes free on state/'s file system */
+	uint64_t prop_bytes;       /* space estimate of proposals made here and not answered */
+	raft_conf_t conf_applied;  /* membership as of the store's applied index */
+	struct { uint64_t index; raft_conf_t conf; } conf_hist[8]; /* recent changes */
+	uint32_t n_conf_hist;
+
+	/* linearizable reads */
+	prim_rgroup_t *rg_head, *rg_tail; /* oldest first; the tail may still be open */
+	uint64_t read_ctx;
+	size_t nreads;
+
+	/* snapshots (leader side: a file of state/ served in chunks) */
+	int snap_fd;
+	uint8_t *snap_map;
+	size_t snap_size;
+	uint64_t snap_applied;     /* applied index inside the file */
+	uint64_t snap_meta_index;  /* log snapshot index it was made for */
+	bool snap_building;
+	uv_work_t snap_req;
+	int snap_err;
+	uint64_t snap_used_ms;     /* last chunk served: compaction waits while a send is on */
+	uint64_t snap_file_applied;/* applied index of the mapped file */
+	uint8_t *snap_next_map;    /* a newer file, mapped once the ready cycle ends */
+	size_t snap_next_size;
+	uint64_t snap_next_applied;
+	int recv_fd;               /* follower: staged chunks */
+
+	/* peers (core/peer.c) */
+	prim_peer_t peers[RAFT_MAX_NODES];
+	uint32_t npeers;
+	char peer_listen[256];
+	uv_tcp_t plistener;
+	bool plistening;
+	uv_timer_t psweep;
+	prim_pconn_t *pin;         /* inbound peer connections */
+	raft_entry_t *dec_ents;    /* decode array for raft messages */
+	size_t dec_cap;
 
 	/* store sync and compaction */
 	uv_work_t sync_req;
@@ -142,6 +253,7 @@ struct prim {
 	uint64_t synced_applied;   /* store durable up to here: compaction bound */
 	uint64_t compact_want;
 	uv_timer_t sync_timer;
+	uv_timer_t sweep_props;    /* times out forwarded proposals and unanswered reads */
 
 	/* TTL */
 	uv_timer_t ttl_timer;
@@ -181,8 +293,20 @@ struct prim {
 int prim__propose(prim_t *p, prim_conn_t *conn, uint64_t req_id, uint8_t op,
 		  const uint8_t *opbytes, size_t len);
 
-/* Hand pending proposals to the log if it is idle (after a burst of proposals). */
+/* Hand pending proposals and reads to raft and run a ready cycle if none is open. */
 void prim__kick(prim_t *p);
+void prim__drive(prim_t *p);
+/* A raft message from a peer (outside a ready cycle; peer.c guarantees it). */
+void prim__step(prim_t *p, const raft_msg_t *m);
+/* The inbound connection from `id` closed: if it is the leader, elect sooner. */
+void prim__peer_lost(prim_t *p, raft_id_t id);
+/* Defer a linearizable read (the REQ payload is copied): 0 or -ENOMEM. */
+int prim__read_defer(prim_t *p, prim_conn_t *conn, uint64_t req_id, const uint8_t *pl,
+		     size_t len);
+/* The leader's client address when known ("" if not). */
+const char *prim__leader_addr(prim_t *p);
+uint64_t prim__applied(const prim_t *p);
+void prim__conn_read_done(prim_conn_t *c);
 
 /* Fill a STATUS response. */
 void prim__status(prim_t *p, proto_status_t *st);
@@ -210,6 +334,22 @@ void prim__conn_inflight_done(prim_conn_t *c);
 void prim__reply_write(prim_conn_t *c, uint64_t id, uint8_t op, const kv_result_t *r);
 void prim__reply_error(prim_conn_t *c, uint64_t id, int code, const char *msg, uint32_t index,
 		       int cause);
+/* PROTO_ENOTLEADER with the leader's address as a hint. */
+void prim__reply_notleader(prim_conn_t *c, uint64_t id);
+/* Answer a read (its REQ payload) from the store now. */
+void prim__serve_read(prim_conn_t *c, uint64_t id, const uint8_t *pl, size_t len);
+bool prim__conn_open(const prim_conn_t *c);
+
+/* ---- peer.c: the peer transport --------------------------------------------------- */
+
+int  prim__peers_parse(prim_t *p);     /* [cluster] peers -> founders, peers[] */
+int  prim__peers_start(prim_t *p);     /* listen, dial everyone (no-op for a group of one) */
+void prim__peers_close(prim_t *p);
+bool prim__peers_idle(const prim_t *p);/* every peer handle closed */
+void prim__peer_send(prim_t *p, const raft_msg_t *m); /* queue, or drop when down/full */
+void prim__peers_resume(prim_t *p);    /* step frames held during a ready cycle */
+const char *prim__peer_client_addr(prim_t *p, raft_id_t id);
+bool prim__peer_up(prim_t *p, raft_id_t id);
 
 /* ---- prim_metrics.c: counters and the /metrics listener ------------------------------ */
 

@@ -30,6 +30,7 @@
 #define READ_CHUNK      (64u << 10)
 #define READ_KEEP_MAX   (1u << 20)   /* a read buffer above this is freed when drained */
 #define OUT_HIGH_WATER  (16u << 20)  /* stop reading while this much output is queued */
+#define DEFER_MAX       128          /* linearizable reads a connection may have waiting */
 #define OUT_KEEP_MAX    (4u << 20)   /* an output buffer above this is freed when written */
 
 struct prim_conn {
@@ -43,6 +44,7 @@ struct prim_conn {
 	uv_write_t wreq;
 	uint32_t refs;            /* 1 for the handle + 1 per proposal that will answer here */
 	uint32_t inflight;
+	uint32_t deferred;        /* linearizable reads waiting for their ReadIndex round */
 	bool hello;
 	bool reading;
 	bool paused;              /* reading stopped for output back-pressure */
@@ -291,6 +293,43 @@ void prim__reply_error(prim_conn_t *c, uint64_t id, int code, const char *msg, u
 		flush(c);
 }
 
+static int enc_notleader(void *arg, proto_wbuf_t *w)
+{
+	prim_t *p = arg;
+	const char *lead = prim__leader_addr(p);
+	const char *m = lead[0] ? "not the leader" : "no leader known (election in progress)";
+	proto_error_t e = {.code = PROTO_ENOTLEADER,
+			   .message = {(const uint8_t *)m, (uint32_t)strlen(m)},
+			   .leader = {(const uint8_t *)lead, (uint32_t)strlen(lead)}};
+	return proto_error_encode(w, &e);
+}
+
+void prim__reply_notleader(prim_conn_t *c, uint64_t id)
+{
+	if (c->closing)
+		return;
+	if (append_frame(c, PROTO_T_ERROR, id, enc_notleader, c->p) != 0)
+		conn_close(c);
+	else
+		flush(c);
+}
+
+bool prim__conn_open(const prim_conn_t *c) { return !c->closing; }
+
+/* A deferred read was answered (or dropped): reading may resume. */
+void prim__conn_read_done(prim_conn_t *c)
+{
+	if (c->deferred)
+		c->deferred--;
+	if (c->closing || !c->paused || c->deferred >= DEFER_MAX ||
+	    c->out[c->fill].len >= OUT_HIGH_WATER)
+		return;
+	c->paused = false;
+	process_input(c);
+	if (!c->paused && !c->closing)
+		start_reading(c);
+}
+
 struct write_arg {
 	uint8_t op;
 	proto_write_resp_t r;
@@ -332,7 +371,8 @@ static int enc_hello_ok(void *arg, proto_wbuf_t *w)
 		.node_id = p->cfg->node_id,
 		.revision = kv_revision(p->store),
 		.cluster = {(const uint8_t *)p->cfg->cluster_id, (uint32_t)strlen(p->cfg->cluster_id)},
-		.leader = {(const uint8_t *)p->cfg->advertise, (uint32_t)strlen(p->cfg->advertise)},
+		.leader = {(const uint8_t *)prim__leader_addr(p),
+			   (uint32_t)strlen(prim__leader_addr(p))},
 	};
 	return proto_hello_ok_encode(w, &m);
 }
@@ -466,13 +506,38 @@ static void handle_req(prim_conn_t *c, const proto_hdr_t *h, const uint8_t *pl)
 		c->inflight++;
 		return;
 	}
-	if (op.op == PROTO_OP_STATUS)
+	if (op.op == PROTO_OP_STATUS) {
 		rc = append_frame(c, PROTO_T_RESP, h->id, enc_status, p);
-	else
+	} else if (!(h->flags & PROTO_F_STALE)) {
+		/* Linearizable: served once a ReadIndex round confirms the leader and this
+		 * member has applied up to it. */
+		if ((rc = prim__read_defer(p, c, h->id, pl, h->len)) == 0) {
+			c->deferred++;
+			return;
+		}
+		rc = PROTO_EINTERNAL;
+	} else {
+		p->st.reads_stale++;
 		rc = append_frame(c, PROTO_T_RESP, h->id, enc_read, &(struct read_arg){p, &op});
+	}
 	prim__stat_request(p, op.op, rc);
 	if (rc != 0)
 		prim__reply_error(c, h->id, rc, NULL, 0, 0);
+}
+
+void prim__serve_read(prim_conn_t *c, uint64_t id, const uint8_t *pl, size_t len)
+{
+	prim_t *p = c->p;
+	proto_op_t op;
+	int rc = proto_op_decode(pl, len, &op);
+
+	if (rc == 0)
+		rc = append_frame(c, PROTO_T_RESP, id, enc_read, &(struct read_arg){p, &op});
+	prim__stat_request(p, op.op, rc);
+	if (rc != 0)
+		prim__reply_error(c, id, rc, NULL, 0, 0);
+	else
+		flush(c);
 }
 
 static void handle_frame(prim_conn_t *c, const proto_hdr_t *h, const uint8_t *pl)
@@ -532,6 +597,11 @@ static void process_input(prim_conn_t *c)
 		proto_hdr_t h;
 		int rc;
 
+		if (c->deferred >= DEFER_MAX) {
+			/* Each deferred read will become a reply at once: bound them like output. */
+			c->paused = true;
+			break;
+		}
 		if (c->out[c->fill].len >= OUT_HIGH_WATER) {
 			flush(c); /* starts a write unless one runs: then fill is empty again */
 			if (c->out[c->fill].len >= OUT_HIGH_WATER) {
