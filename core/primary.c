@@ -998,10 +998,13 @@ static void rgroup_finish(prim_t *p, prim_rgroup_t *g, int err)
 
 	for (rd = g->head; rd; rd = nx) {
 		nx = rd->next;
+		p->nreads--;
+		if (err == 0 && prim__conn_open(rd->conn)) {
+			prim__conn_read_ready(rd->conn, rd); /* served as its output has room */
+			continue;
+		}
 		if (prim__conn_open(rd->conn)) {
-			if (err == 0)
-				prim__serve_read(rd->conn, rd->req_id, rd->data, rd->len);
-			else if (err == PROTO_ENOTLEADER)
+			if (err == PROTO_ENOTLEADER)
 				prim__reply_notleader(rd->conn, rd->req_id);
 			else
 				prim__reply_error(rd->conn, rd->req_id, err, NULL, 0, 0);
@@ -1009,7 +1012,6 @@ static void rgroup_finish(prim_t *p, prim_rgroup_t *g, int err)
 		prim__conn_read_done(rd->conn);
 		prim__conn_unref(rd->conn);
 		free(rd);
-		p->nreads--;
 	}
 	free(g);
 }
@@ -1024,25 +1026,35 @@ static void rgroup_unlink(prim_t *p, prim_rgroup_t *g, prim_rgroup_t *prev)
 		p->rg_tail = prev;
 }
 
-/* Serve the groups whose read index is applied; refuse the ones past their deadline. */
+/*
+ * Serve the groups whose read index is applied; refuse the ones past their deadline. Answering
+ * a read can resume a connection's input and so drive Raft again, which re-enters here: the
+ * groups to answer are detached first (pure list work), then answered from that private list,
+ * so a nested call never sees, or frees, a group this one still walks.
+ */
 static void serve_reads(prim_t *p, bool sweep)
 {
 	uint64_t applied = prim__applied(p), now = uv_now(p->loop);
-	prim_rgroup_t *g, *prev = NULL, *nx;
+	prim_rgroup_t *g, *prev = NULL, *nx, *done = NULL, **tail = &done;
 
 	for (g = p->rg_head; g; g = nx) {
 		nx = g->next;
-		if (g->index != 0 && g->index <= applied) {
-			rgroup_unlink(p, g, prev);
-			rgroup_finish(p, g, 0);
+		if (g->index != 0 && g->index <= applied)
+			g->err = 0;
+		else if (sweep && g->ctx != 0 && now > g->deadline_ms)
+			g->err = g->index ? PROTO_ETIMEDOUT : PROTO_ENOTLEADER;
+		else {
+			prev = g;
 			continue;
 		}
-		if (sweep && g->ctx != 0 && now > g->deadline_ms) {
-			rgroup_unlink(p, g, prev);
-			rgroup_finish(p, g, g->index ? PROTO_ETIMEDOUT : PROTO_ENOTLEADER);
-			continue;
-		}
-		prev = g;
+		rgroup_unlink(p, g, prev);
+		g->next = NULL;
+		*tail = g;
+		tail = &g->next;
+	}
+	for (g = done; g; g = nx) {
+		nx = g->next;
+		rgroup_finish(p, g, g->err);
 	}
 }
 
@@ -2034,8 +2046,8 @@ int prim_run(const prim_config_t *cfg)
 	GK_INFO("primary", "stopped", "applied=%" PRIu64 " revision=%" PRIu64 " term=%" PRIu64,
 		kv_applied_index(p->store), kv_revision(p->store), raft_term(&p->raft));
 	rc = p->exit_code;
-	raft_close(&p->raft);
 out:
+	raft_close(&p->raft); /* idempotent, and safe on the zeroed struct of a failed start */
 	if (p->lrt.l)
 		kv_log_read_close(&p->lrt);
 	close_store(p);

@@ -91,6 +91,7 @@ typedef struct prim_rgroup {
 	uint64_t ctx;              /* raft_read_index ctx; 0 = not asked yet */
 	uint64_t index;            /* answer; 0 = not yet */
 	uint64_t deadline_ms;
+	int err;                   /* serve_reads: how it is answered once detached */
 	prim_read_t *head, *tail;
 } prim_rgroup_t;
 
@@ -307,6 +308,7 @@ int prim__read_defer(prim_t *p, prim_conn_t *conn, uint64_t req_id, const uint8_
 const char *prim__leader_addr(prim_t *p);
 uint64_t prim__applied(const prim_t *p);
 void prim__conn_read_done(prim_conn_t *c);
+void prim__conn_read_ready(prim_conn_t *c, prim_read_t *rd);
 
 /* Fill a STATUS response. */
 void prim__status(prim_t *p, proto_status_t *st);

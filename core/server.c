@@ -44,7 +44,9 @@ struct prim_conn {
 	uv_write_t wreq;
 	uint32_t refs;            /* 1 for the handle + 1 per proposal that will answer here */
 	uint32_t inflight;
-	uint32_t deferred;        /* linearizable reads waiting for their ReadIndex round */
+	uint32_t deferred;        /* linearizable reads waiting (ReadIndex round, or output room) */
+	prim_read_t *ready;       /* confirmed reads waiting for output room, oldest first */
+	prim_read_t *ready_tail;
 	bool hello;
 	bool reading;
 	bool paused;              /* reading stopped for output back-pressure */
@@ -63,6 +65,7 @@ struct prim_conn {
 
 static void conn_close(prim_conn_t *c);
 static void flush(prim_conn_t *c);
+static void serve_ready(prim_conn_t *c);
 
 /* ---- refs ----------------------------------------------------------------------------- */
 
@@ -101,6 +104,14 @@ static void conn_close(prim_conn_t *c)
 	if (c->closing)
 		return;
 	c->closing = true;
+	while (c->ready) { /* confirmed reads nobody will receive */
+		prim_read_t *rd = c->ready;
+		c->ready = rd->next;
+		c->deferred--;
+		free(rd);
+		prim__conn_unref(c); /* never the last: the handle holds one until on_closed */
+	}
+	c->ready_tail = NULL;
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -169,7 +180,11 @@ static void on_write(uv_write_t *req, int status)
 		return;
 	}
 	flush(c);
-	if (c->paused && c->out[c->fill].len < OUT_HIGH_WATER) {
+	serve_ready(c);
+	if (c->closing)
+		return;
+	if (c->paused && !c->ready && c->deferred < DEFER_MAX &&
+	    c->out[c->fill].len < OUT_HIGH_WATER) {
 		c->paused = false;
 		process_input(c); /* the frames left while paused; may pause again */
 		if (!c->paused)
@@ -321,7 +336,7 @@ void prim__conn_read_done(prim_conn_t *c)
 {
 	if (c->deferred)
 		c->deferred--;
-	if (c->closing || !c->paused || c->deferred >= DEFER_MAX ||
+	if (c->closing || !c->paused || c->ready || c->deferred >= DEFER_MAX ||
 	    c->out[c->fill].len >= OUT_HIGH_WATER)
 		return;
 	c->paused = false;
@@ -538,6 +553,38 @@ void prim__serve_read(prim_conn_t *c, uint64_t id, const uint8_t *pl, size_t len
 		prim__reply_error(c, id, rc, NULL, 0, 0);
 	else
 		flush(c);
+}
+
+/*
+ * Serve confirmed reads while the output is under its high-water mark. A ReadIndex round can
+ * confirm DEFER_MAX reads of one connection at once, and each may be a 1 MiB value: answered
+ * together they would buffer far past OUT_HIGH_WATER for a peer that is not reading. Served
+ * later they are still linearizable (they read state at least as new as their read index).
+ */
+static void serve_ready(prim_conn_t *c)
+{
+	while (c->ready && !c->closing && c->out[c->fill].len < OUT_HIGH_WATER) {
+		prim_read_t *rd = c->ready;
+
+		if ((c->ready = rd->next) == NULL)
+			c->ready_tail = NULL;
+		prim__serve_read(c, rd->req_id, rd->data, rd->len);
+		free(rd);
+		prim__conn_read_done(c);
+		prim__conn_unref(c); /* the read's; the handle's keeps c alive here */
+	}
+}
+
+/* A read whose ReadIndex round is confirmed and applied; takes rd and its reference. */
+void prim__conn_read_ready(prim_conn_t *c, prim_read_t *rd)
+{
+	rd->next = NULL;
+	if (c->ready_tail)
+		c->ready_tail->next = rd;
+	else
+		c->ready = rd;
+	c->ready_tail = rd;
+	serve_ready(c);
 }
 
 static void handle_frame(prim_conn_t *c, const proto_hdr_t *h, const uint8_t *pl)
