@@ -224,6 +224,9 @@ typedef struct kv_snap_meta {
 int kv_snapshot_write(kv_store_t *s, kv_snap_write_fn write, void *ctx, kv_snap_meta_t *meta);
 int kv_snapshot_install(const char *dir, const kv_opts_t *opts, kv_snap_read_fn read,
 			void *ctx, kv_snap_meta_t *meta);
+/* XXH64 of the snapshot stream kv_snapshot_write would produce: equal on two stores exactly
+ * when their content, revision and applied index are. Reads the whole store. */
+int kv_checksum(kv_store_t *s, kv_snap_meta_t *meta, uint64_t *hash);
 
 /* ---- stats ------------------------------------------------------------------------- */
 

@@ -67,7 +67,7 @@ static const struct {
 	{PROTO_OP_DELETE, "delete"}, {PROTO_OP_PURGE, "purge"}, {PROTO_OP_BATCH, "batch"},
 	{PROTO_OP_GET, "get"}, {PROTO_OP_KEYS, "keys"}, {PROTO_OP_HISTORY, "history"},
 	{PROTO_OP_BUCKET_INFO, "bucket_info"}, {PROTO_OP_BUCKET_LIST, "bucket_list"},
-	{PROTO_OP_STATUS, "status"},
+	{PROTO_OP_STATUS, "status"}, {PROTO_OP_HASH, "hash"},
 };
 
 static int op_slot(uint8_t op)

@@ -1523,6 +1523,19 @@ void prim__status(prim_t *p, proto_status_t *st)
 	st->last_index = kv_log_last_index(p->log);
 	st->leader = (proto_bytes_t){(const uint8_t *)lead, (uint32_t)strlen(lead)};
 	st->version = (proto_bytes_t){(const uint8_t *)PRIM_VERSION, sizeof PRIM_VERSION - 1};
+	const raft_conf_t *cf = raft_conf(&p->raft);
+	for (uint32_t i = 0; i < cf->n && st->nmembers < PROTO_MAX_MEMBERS; i++) {
+		proto_member_t *m = &st->members[st->nmembers++];
+		const char *a = prim__peer_client_addr(p, cf->ids[i]);
+		m->id = cf->ids[i];
+		m->addr = (proto_bytes_t){(const uint8_t *)a, (uint32_t)strlen(a)};
+		if (m->id == (raft_id_t)p->cfg->node_id)
+			m->flags |= PROTO_MEMBER_SELF | PROTO_MEMBER_UP;
+		else if (prim__peer_up(p, m->id))
+			m->flags |= PROTO_MEMBER_UP;
+		if (st->is_leader && raft_peer_match(&p->raft, m->id, &m->match) == 0)
+			m->flags |= PROTO_MEMBER_MATCH;
+	}
 }
 
 /* ---- store sync and compaction ------------------------------------------------------- */

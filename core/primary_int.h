@@ -130,7 +130,7 @@ enum prim_reject {
 	PRIM_REJ_N
 };
 
-#define PRIM_STAT_OPS      15  /* 0 = unknown, then the 14 opcodes (prim__op_slot) */
+#define PRIM_STAT_OPS      16  /* 0 = unknown, then the 15 opcodes (prim__op_slot) */
 #define PRIM_STAT_STATUSES 29  /* 0 = ok, KV_E*, PROTO_E*, last = other (prim__status_slot) */
 
 /*

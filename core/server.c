@@ -399,6 +399,11 @@ static int enc_status(void *arg, proto_wbuf_t *w)
 	return proto_status_encode(w, &st);
 }
 
+static int enc_hash(void *arg, proto_wbuf_t *w)
+{
+	return proto_hash_encode(w, arg);
+}
+
 struct read_arg {
 	prim_t *p;
 	const proto_op_t *op;
@@ -523,6 +528,18 @@ static void handle_req(prim_conn_t *c, const proto_hdr_t *h, const uint8_t *pl)
 	}
 	if (op.op == PROTO_OP_STATUS) {
 		rc = append_frame(c, PROTO_T_RESP, h->id, enc_status, p);
+	} else if (op.op == PROTO_OP_HASH) {
+		/* This member's own content, whatever its role: never a ReadIndex round. */
+		proto_hash_t hs;
+		kv_snap_meta_t m;
+		if ((rc = kv_checksum(p->store, &m, &hs.hash)) == 0) {
+			hs.applied = m.applied;
+			hs.revision = m.revision;
+			hs.records = m.records;
+			rc = append_frame(c, PROTO_T_RESP, h->id, enc_hash, &hs);
+		} else if (rc < 0 && rc > -4096) {
+			rc = PROTO_EINTERNAL;
+		}
 	} else if (!(h->flags & PROTO_F_STALE)) {
 		/* Linearizable: served once a ReadIndex round confirms the leader and this
 		 * member has applied up to it. */

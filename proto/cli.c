@@ -28,6 +28,8 @@
 #define OPT_TLS_CA   1010
 #define OPT_TLS_CERT 1011
 #define OPT_TLS_KEY  1012
+#define OPT_STALE    1013
+#define OPT_CHECKSUM 1014
 
 struct cmd;
 
@@ -86,6 +88,7 @@ static void cmd_help(const cmd_t *c, FILE *f)
 	{"tls-ca", required_argument, NULL, OPT_TLS_CA},               \
 	{"tls-cert", required_argument, NULL, OPT_TLS_CERT},           \
 	{"tls-key", required_argument, NULL, OPT_TLS_KEY},             \
+	{"stale", no_argument, NULL, OPT_STALE},                       \
 	{"help", no_argument, NULL, 'h'}
 
 /*
@@ -111,6 +114,9 @@ static int common_opt(cli_ctx_t *cx, int ch, const char *cmd)
 		return 0;
 	case OPT_TLS_KEY:
 		cx->tls_key = optarg;
+		return 0;
+	case OPT_STALE:
+		cx->stale = true;
 		return 0;
 	default:
 		return -1;
@@ -138,6 +144,7 @@ static int parse(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv, opts_t *o
 		{"window", required_argument, NULL, OPT_WINDOW},
 		{"skip-bad", no_argument, NULL, OPT_SKIPBAD},
 		{"quiet", no_argument, NULL, 'q'},
+		{"checksum", no_argument, NULL, OPT_CHECKSUM},
 		{NULL, 0, NULL, 0},
 	};
 	/* which long options each command takes (others are usage errors) */
@@ -152,6 +159,8 @@ static int parse(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv, opts_t *o
 		allowed = "force";
 	else if (strcmp(c->name, "load") == 0)
 		allowed = "batch window skip-bad quiet";
+	else if (strcmp(c->name, "status") == 0)
+		allowed = "checksum";
 
 	memset(o, 0, sizeof *o);
 	optind = 0; /* glibc: full re-initialisation for a new argv */
@@ -218,6 +227,9 @@ static int parse(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv, opts_t *o
 			break;
 		case 'q':
 			o->quiet = true;
+			break;
+		case OPT_CHECKSUM:
+			o->checksum = true;
 			break;
 		case ':':
 			return cli_usage_error(c->name, "option '%s' needs a value", argv[optind - 1]);
@@ -466,15 +478,57 @@ static int run_bucket_rm(kvc_t *k, call_t *cl)
 	return kvc_bucket_del(k, cl->a[0], &cl->rev);
 }
 
-static int run_status(kvc_t *k, call_t *cl)
+/* One member's row in `geokv status`. */
+typedef struct member_row {
+	uint64_t id;
+	char addr[PROTO_MAX_ADDR + 1];
+	int err;                  /* 0, or why it could not be asked */
+	bool leader, has_hash;
+	uint64_t term, commit, applied, revision, match;
+	bool has_match;
+	proto_hash_t hash;
+} member_row_t;
+
+static void row_from_status(member_row_t *r, const proto_status_t *s)
+{
+	r->leader = s->is_leader;
+	r->term = s->term;
+	r->commit = s->commit;
+	r->applied = s->applied;
+	r->revision = s->revision;
+}
+
+static void ask_member(cli_ctx_t *cx, kvc_t *k, member_row_t *r, bool checksum)
 {
 	proto_status_t s;
-	static const char *roles[] = {"?", "client", "primary", "leaf", "gateway"};
-	int rc;
 
-	(void)cl;
+	if ((r->err = kvc_status(k, &s)) != 0)
+		return;
+	row_from_status(r, &s);
+	if (checksum && (r->err = kvc_hash(k, &r->hash)) == 0)
+		r->has_hash = true;
+	(void)cx;
+}
+
+/*
+ * status: the member asked, then every member of its configuration, each asked in turn for
+ * its own view (role, term, commit, applied) and, with --checksum, its content checksum (a
+ * full scan of its store, like `etcdctl endpoint hashkv`). Lag is in entries behind the
+ * highest commit index seen. Exit 5 when a member could not be asked.
+ */
+static int prep_status(cli_ctx_t *cx, call_t *cl)
+{
+	static const char *roles[] = {"?", "client", "primary", "leaf", "gateway"};
+	member_row_t rows[PROTO_MAX_MEMBERS];
+	proto_status_t s;
+	kvc_t *k = cli_client(cx);
+	uint64_t top = 0;
+	int n, rc, down = 0;
+
+	if (k == NULL)
+		return cx->open_exit;
 	if ((rc = kvc_status(k, &s)) != 0)
-		return rc;
+		return cli_fail(cx, rc, NULL);
 	printf("node:          %llu\n", (unsigned long long)s.node_id);
 	printf("role:          %s%s\n", roles[s.role < 5 ? s.role : 0], s.is_leader ? " (leader)" : "");
 	printf("leader:        %.*s\n", (int)s.leader.len, s.leader.len ? (const char *)s.leader.p : "");
@@ -485,7 +539,87 @@ static int run_status(kvc_t *k, call_t *cl)
 	printf("log:           %llu..%llu\n", (unsigned long long)s.first_index,
 	       (unsigned long long)s.last_index);
 	printf("version:       %.*s\n", (int)s.version.len, s.version.len ? (const char *)s.version.p : "");
-	return 0;
+	if (s.nmembers == 0)
+		return CLI_OK;
+
+	/* copy out: the views end with the next call */
+	memset(rows, 0, sizeof rows);
+	n = s.nmembers;
+	int self = -1;
+	for (int i = 0; i < n; i++) {
+		const proto_member_t *m = &s.members[i];
+		rows[i].id = m->id;
+		snprintf(rows[i].addr, sizeof rows[i].addr, "%.*s", (int)m->addr.len,
+			 m->addr.len ? (const char *)m->addr.p : "");
+		rows[i].has_match = m->flags & PROTO_MEMBER_MATCH;
+		rows[i].match = m->match;
+		if (m->flags & PROTO_MEMBER_SELF) {
+			self = i;
+			row_from_status(&rows[i], &s);
+		}
+	}
+	for (int i = 0; i < n; i++) {
+		member_row_t *r = &rows[i];
+		if (i == self) {
+			if (cl->o.checksum && (r->err = kvc_hash(k, &r->hash)) == 0)
+				r->has_hash = true;
+			continue;
+		}
+		if (!r->addr[0]) {
+			r->err = PROTO_ECLOSED;
+			continue;
+		}
+		kvc_t *mk = cli_client_at(cx, r->addr);
+		if (mk == NULL) {
+			r->err = PROTO_ECLOSED;
+			continue;
+		}
+		ask_member(cx, mk, r, cl->o.checksum);
+		kvc_close(mk);
+	}
+	for (int i = 0; i < n; i++)
+		if (!rows[i].err && rows[i].commit > top)
+			top = rows[i].commit;
+	printf("\nmembers:\n  %-4s %-22s %-9s %6s %12s %12s %8s%s\n", "ID", "ADDRESS", "ROLE", "TERM",
+	       "COMMIT", "APPLIED", "LAG", cl->o.checksum ? "  CHECKSUM" : "");
+	for (int i = 0; i < n; i++) {
+		member_row_t *r = &rows[i];
+		if (r->err && !(r->has_hash || i == self)) {
+			down++;
+			printf("  %-4llu %-22s unreachable: %s\n", (unsigned long long)r->id,
+			       r->addr[0] ? r->addr : "(address not learned yet)", geokv_strerror(r->err));
+			continue;
+		}
+		printf("  %-4llu %-22s %-9s %6llu %12llu %12llu %8llu", (unsigned long long)r->id,
+		       r->addr, r->leader ? "leader" : "follower", (unsigned long long)r->term,
+		       (unsigned long long)r->commit, (unsigned long long)r->applied,
+		       (unsigned long long)(top > r->applied ? top - r->applied : 0));
+		if (cl->o.checksum) {
+			if (r->has_hash)
+				printf("  %016llx", (unsigned long long)r->hash.hash);
+			else
+				printf("  (%s)", geokv_strerror(r->err));
+		}
+		printf("\n");
+	}
+	if (cl->o.checksum) {
+		/* equal applied index and different hash: the members disagree */
+		int differ = 0, compared = 0;
+		for (int i = 0; i < n; i++)
+			for (int j = i + 1; j < n; j++)
+				if (rows[i].has_hash && rows[j].has_hash &&
+				    rows[i].hash.applied == rows[j].hash.applied) {
+					compared++;
+					differ += rows[i].hash.hash != rows[j].hash.hash;
+				}
+		if (differ)
+			printf("checksums: DIFFER between members at the same applied index\n");
+		else if (compared)
+			printf("checksums: equal where the applied index is equal\n");
+		if (differ)
+			return CLI_ERR;
+	}
+	return down ? CLI_CONN : CLI_OK;
 }
 
 /* load drives the client itself (cli_load.c: pipelined batches, progress, its own errors),
@@ -581,7 +715,11 @@ static const cmd_t cmds[] = {
 	 "      --skip-bad           report bad lines and carry on\n"
 	 "  -q, --quiet              no progress on stderr\n",
 	 prep_load, NULL, 2, 2, 0},
-	{"status", "", "Show the server's node status.", NULL, NULL, run_status, 0, 0, 0},
+	{"status", "[--checksum]", "Show the member's status and every member's role, indexes and lag.\n"
+	 "Exit 5 when a member cannot be reached, 1 when checksums differ.",
+	 "      --checksum           each member's content checksum (reads its whole store);\n"
+	 "                           equal on members at the same applied index\n",
+	 prep_status, NULL, 0, 0, 0},
 };
 #define NCMDS (sizeof cmds / sizeof cmds[0])
 

@@ -27,6 +27,7 @@ typedef struct cli_ctx {
 	const char *servers;
 	uint64_t timeout_ms;
 	const char *tls_ca, *tls_cert, *tls_key; /* --tls-ca etc. or GEOKV_TLS_*; NULL = plain */
+	bool stale;         /* --stale: reads from the member's local copy */
 	kvc_t *k;           /* opened lazily by cli_client() */
 	int open_exit;      /* exit code when cli_client() failed */
 } cli_ctx_t;
@@ -55,6 +56,8 @@ const char *cli_fmt_time(uint64_t ms, char *buf, size_t n);
 /* The blocking client, opened on first use. NULL after printing an error; then exit with
  * cx->open_exit. */
 kvc_t *cli_client(cli_ctx_t *cx);
+/* A client of its own to `servers`, with cx's options (status asks each member). */
+kvc_t *cli_client_at(cli_ctx_t *cx, const char *servers);
 
 /* Per-command option values, filled by cli.c's option parser. */
 typedef struct opts {
@@ -63,6 +66,7 @@ typedef struct opts {
 	const char *ctype;
 	uint64_t batch, window;   /* load: 0 = defaults */
 	bool skip_bad, quiet;     /* load */
+	bool checksum;            /* status: each member's content checksum */
 } opts_t;
 
 /* `geokv load BUCKET FILE|-` (cli_load.c). Returns the exit code. */

@@ -20,6 +20,8 @@ const char *cli_common_help =
 	"      --tls-cert FILE, --tls-key FILE\n"
 	"                       client certificate and key, for servers that ask for one\n"
 	"                       (env GEOKV_TLS_CERT, GEOKV_TLS_KEY)\n"
+	"      --stale          reads from the member asked, without confirming it holds\n"
+	"                       the latest writes (faster; default: linearizable)\n"
 	"  -h, --help           this help\n";
 
 int cli_exit_code(int err)
@@ -127,12 +129,19 @@ const char *cli_fmt_time(uint64_t ms, char *buf, size_t n)
 
 kvc_t *cli_client(cli_ctx_t *cx)
 {
+	if (cx->k == NULL)
+		cx->k = cli_client_at(cx, cx->servers);
+	return cx->k;
+}
+
+kvc_t *cli_client_at(cli_ctx_t *cx, const char *servers)
+{
 	kvc_opts_t o;
+	kvc_t *k;
 	int rc;
 
-	if (cx->k)
-		return cx->k;
 	memset(&o, 0, sizeof o);
+	o.stale = cx->stale;
 	o.request_timeout_ms = (uint32_t)(cx->timeout_ms > UINT32_MAX ? UINT32_MAX : cx->timeout_ms);
 	o.connect_timeout_ms = o.request_timeout_ms < 2000 ? o.request_timeout_ms : 2000;
 	o.cluster = getenv("GEOKV_CLUSTER");
@@ -164,15 +173,15 @@ kvc_t *cli_client(cli_ctx_t *cx)
 		o.tls_cert = cx->tls_cert;
 		o.tls_key = cx->tls_key;
 	}
-	if ((rc = kvc_open(&cx->k, cx->servers, &o)) != 0) {
+	if ((rc = kvc_open(&k, servers, &o)) != 0) {
 		if (rc == -EINVAL) {
 			fprintf(stderr, "geokv: invalid server list '%s' (want host:port[,host:port...])\n",
-				cx->servers);
+				servers);
 			cx->open_exit = CLI_USAGE;
 		} else {
 			cx->open_exit = cli_fail(cx, rc, "client");
 		}
 		return NULL;
 	}
-	return cx->k;
+	return k;
 }

@@ -428,7 +428,8 @@ static int conn_frame(kvc_conn_t *k, uint16_t type, uint64_t id, const proto_op_
 		proto_hello_encode(&w, hello);
 	if ((rc = proto_frame_finish(&w, at, type, id)) != 0)
 		return rc;
-	if (op && k->c->o.stale && !proto_op_is_write(op->op) && op->op != PROTO_OP_STATUS)
+	if (op && k->c->o.stale && !proto_op_is_write(op->op) && op->op != PROTO_OP_STATUS &&
+	    op->op != PROTO_OP_HASH)
 		w.start[at + 6] |= PROTO_F_STALE;
 	b->len += proto_wbuf_len(&w);
 	return 0;

@@ -211,6 +211,8 @@ int kvc_bucket_info(kvc_t *k, const char *bucket, proto_bucket_info_t *info); /*
 int kvc_bucket_del(kvc_t *k, const char *bucket, uint64_t *rev);
 
 int kvc_status(kvc_t *k, proto_status_t *st); /* views until next call */
+/* The member's content checksum: a full scan of its store (like etcdctl endpoint hashkv). */
+int kvc_hash(kvc_t *k, proto_hash_t *h);
 
 /* Any op, answered raw: *body (valid until the next call on k) is the RESP payload. */
 int kvc_call(kvc_t *k, const proto_op_t *op, const uint8_t **body, uint32_t *len);

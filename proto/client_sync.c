@@ -154,6 +154,7 @@ static int check_op(const proto_op_t *op)
 {
 	switch (op->op) {
 	case PROTO_OP_STATUS:
+	case PROTO_OP_HASH:
 	case PROTO_OP_BUCKET_LIST:
 		return 0;
 	default:
@@ -303,6 +304,20 @@ int kvc_status(kvc_t *k, proto_status_t *st)
 	if ((rc = kvc_call(k, &op, &b, &n)) != 0)
 		return rc;
 	return proto_status_decode(b, n, st);
+}
+
+int kvc_hash(kvc_t *k, proto_hash_t *h)
+{
+	proto_op_t op;
+	const uint8_t *b;
+	uint32_t n;
+	int rc;
+
+	memset(&op, 0, sizeof op);
+	op.op = PROTO_OP_HASH;
+	if ((rc = kvc_call(k, &op, &b, &n)) != 0)
+		return rc;
+	return proto_hash_decode(b, n, h);
 }
 
 /*

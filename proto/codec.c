@@ -352,6 +352,7 @@ static unsigned op_fields(unsigned op)
 	case PROTO_OP_BUCKET_INFO: return F_BUCKET;
 	case PROTO_OP_BUCKET_LIST: return F_AFTER | F_LIMIT;
 	case PROTO_OP_STATUS:      return 0;
+	case PROTO_OP_HASH:        return 0;
 	default:                   return 0;
 	}
 }
@@ -359,7 +360,7 @@ static unsigned op_fields(unsigned op)
 static bool op_known(unsigned op)
 {
 	return (op >= PROTO_OP_BUCKET_ADD && op <= PROTO_OP_BATCH) ||
-	       (op >= PROTO_OP_GET && op <= PROTO_OP_STATUS);
+	       (op >= PROTO_OP_GET && op <= PROTO_OP_HASH);
 }
 
 static void cfg_put(proto_wbuf_t *w, const proto_bucket_cfg_t *cfg)
@@ -688,6 +689,16 @@ int proto_status_encode(proto_wbuf_t *w, const proto_status_t *s)
 	proto_put_u64(w, s->last_index);
 	put_field(w, 1, s->leader, PROTO_MAX_ADDR);
 	put_field(w, 1, s->version, UINT8_MAX);
+	if (s->nmembers > PROTO_MAX_MEMBERS)
+		return PROTO_ETOOBIG;
+	proto_put_u8(w, s->nmembers);
+	for (unsigned i = 0; i < s->nmembers; i++) {
+		const proto_member_t *m = &s->members[i];
+		proto_put_u64(w, m->id);
+		proto_put_u8(w, m->flags);
+		proto_put_u64(w, m->match);
+		put_field(w, 1, m->addr, PROTO_MAX_ADDR);
+	}
 	return w->err;
 }
 
@@ -709,8 +720,39 @@ int proto_status_decode(const uint8_t *p, size_t len, proto_status_t *s)
 	s->last_index = proto_get_u64(&c);
 	s->leader = proto_get_bytes(&c, 1, PROTO_MAX_ADDR);
 	s->version = proto_get_bytes(&c, 1, UINT8_MAX);
-	if (c.err == 0 && leader > 1)
+	s->nmembers = proto_get_u8(&c);
+	if (c.err == 0 && (leader > 1 || s->nmembers > PROTO_MAX_MEMBERS))
 		return PROTO_EBADMSG;
+	for (unsigned i = 0; i < s->nmembers && c.err == 0; i++) {
+		proto_member_t *m = &s->members[i];
+		m->id = proto_get_u64(&c);
+		m->flags = proto_get_u8(&c);
+		m->match = proto_get_u64(&c);
+		m->addr = proto_get_bytes(&c, 1, PROTO_MAX_ADDR);
+		if (c.err == 0 && (m->flags & ~PROTO_MEMBER_FLAGS))
+			return PROTO_EBADMSG;
+	}
+	return cur_done(&c);
+}
+
+int proto_hash_encode(proto_wbuf_t *w, const proto_hash_t *h)
+{
+	proto_put_u64(w, h->applied);
+	proto_put_u64(w, h->revision);
+	proto_put_u64(w, h->records);
+	proto_put_u64(w, h->hash);
+	return w->err;
+}
+
+int proto_hash_decode(const uint8_t *p, size_t len, proto_hash_t *h)
+{
+	proto_cur_t c;
+
+	proto_cur_init(&c, p, len);
+	h->applied = proto_get_u64(&c);
+	h->revision = proto_get_u64(&c);
+	h->records = proto_get_u64(&c);
+	h->hash = proto_get_u64(&c);
 	return cur_done(&c);
 }
 

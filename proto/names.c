@@ -91,6 +91,7 @@ const char *proto_op_name(unsigned op)
 	case PROTO_OP_BUCKET_INFO: return "BUCKET_INFO";
 	case PROTO_OP_BUCKET_LIST: return "BUCKET_LIST";
 	case PROTO_OP_STATUS:      return "STATUS";
+	case PROTO_OP_HASH:        return "HASH";
 	default:                   return "?";
 	}
 }

@@ -216,6 +216,7 @@ enum proto_opcode {
 	PROTO_OP_BUCKET_INFO = 35, /* bucket */
 	PROTO_OP_BUCKET_LIST = 36, /* limit, after = bucket name to start after */
 	PROTO_OP_STATUS      = 37, /* nothing */
+	PROTO_OP_HASH        = 38, /* nothing: the member's content checksum (a full scan) */
 };
 
 static inline bool proto_op_is_write(unsigned op) { return op >= 1 && op <= 8; }
@@ -330,8 +331,23 @@ typedef struct proto_bucket_info { /* bytes(u8) name, cfg, u64 keys, u64 bytes, 
 	uint64_t created_rev;
 } proto_bucket_info_t;
 
+/* One member of the answering node's group: u64 id, u8 flags, u64 match, bytes(u8) addr. */
+#define PROTO_MAX_MEMBERS 16
+enum {
+	PROTO_MEMBER_SELF  = 1,    /* the member that answered */
+	PROTO_MEMBER_UP    = 2,    /* reachable from it (its own peer connection is up) */
+	PROTO_MEMBER_MATCH = 4,    /* match is known (the answering member leads) */
+	PROTO_MEMBER_FLAGS = 7
+};
+typedef struct proto_member {
+	uint64_t id;
+	uint8_t flags;             /* PROTO_MEMBER_* */
+	uint64_t match;            /* highest log index known replicated on it */
+	proto_bytes_t addr;        /* its client address, "" while not yet learned */
+} proto_member_t;
+
 /* u64 node_id, u8 role, u8 is_leader (0|1), u64 term, u64 revision, u64 applied, u64 commit,
- * u64 first_index, u64 last_index, bytes(u8) leader, bytes(u8) version */
+ * u64 first_index, u64 last_index, bytes(u8) leader, bytes(u8) version, u8 n, n x member */
 typedef struct proto_status {
 	uint64_t node_id;
 	uint8_t role;              /* proto_role */
@@ -344,7 +360,19 @@ typedef struct proto_status {
 	uint64_t last_index;
 	proto_bytes_t leader;      /* "host:port" */
 	proto_bytes_t version;     /* software version */
+	uint8_t nmembers;          /* voters of its configuration, <= PROTO_MAX_MEMBERS */
+	proto_member_t members[PROTO_MAX_MEMBERS];
 } proto_status_t;
+
+/* HASH: u64 applied, u64 revision, u64 records, u64 hash. The hash is XXH64 of the store's
+ * snapshot stream (a logical dump in key order, core/kv_snapshot.c), so two members hold the
+ * same content exactly when their hashes at the same applied index are equal. */
+typedef struct proto_hash {
+	uint64_t applied;
+	uint64_t revision;
+	uint64_t records;
+	uint64_t hash;
+} proto_hash_t;
 
 /*
  * RESP body by the request's op:
@@ -355,6 +383,7 @@ typedef struct proto_status {
  *   BUCKET_INFO:  proto_bucket_info_t
  *   BUCKET_LIST:  u32 n, n x proto_bucket_info_t, u8 more
  *   STATUS:       proto_status_t
+ *   HASH:         proto_hash_t
  * The writers below append to a wbuf; the list readers are iterators over the payload.
  */
 typedef struct proto_write_resp {
@@ -372,6 +401,8 @@ int proto_bucket_info_get(proto_cur_t *c, proto_bucket_info_t *b);
 int proto_bucket_info_decode(const uint8_t *p, size_t len, proto_bucket_info_t *b);
 int proto_status_encode(proto_wbuf_t *w, const proto_status_t *s);
 int proto_status_decode(const uint8_t *p, size_t len, proto_status_t *s);
+int proto_hash_encode(proto_wbuf_t *w, const proto_hash_t *h);
+int proto_hash_decode(const uint8_t *p, size_t len, proto_hash_t *h);
 
 /*
  * Lists (KEYS, HISTORY, BUCKET_LIST): the writer reserves the count, the caller appends items

@@ -178,9 +178,17 @@ size_t samples_build(sample_t *out, size_t max)
 	}
 	if ((s = add(out, &n, max, "resp_status", SK_STATUS))) {
 		proto_status_t st = {1, PROTO_ROLE_PRIMARY, true, 3, 100, 120, 120, 1, 120,
-				      B("127.0.0.1:7400"), B("0.1.0")};
+				      B("127.0.0.1:7400"), B("0.1.0"), 2,
+				      {{1, PROTO_MEMBER_SELF | PROTO_MEMBER_UP, 120, B("127.0.0.1:7400")},
+				       {2, PROTO_MEMBER_MATCH, 118, B("127.0.0.1:7401")}}};
 		proto_wbuf_init(&w, s->buf, sizeof s->buf);
 		proto_status_encode(&w, &st);
+		s->len = proto_wbuf_len(&w);
+	}
+	if ((s = add(out, &n, max, "resp_hash", SK_HASH))) {
+		proto_hash_t h = {120, 100, 5000, 0x0123456789abcdefULL};
+		proto_wbuf_init(&w, s->buf, sizeof s->buf);
+		proto_hash_encode(&w, &h);
 		s->len = proto_wbuf_len(&w);
 	}
 	if ((s = add(out, &n, max, "resp_keys", SK_LIST_KEYS))) {
@@ -354,6 +362,12 @@ int sample_check(enum sample_kind kind, const uint8_t *p, size_t len, uint8_t *r
 		proto_status_t st;
 		if ((rc = proto_status_decode(p, len, &st)) == 0)
 			rc = proto_status_encode(&w, &st);
+		break;
+	}
+	case SK_HASH: {
+		proto_hash_t h;
+		if ((rc = proto_hash_decode(p, len, &h)) == 0)
+			rc = proto_hash_encode(&w, &h);
 		break;
 	}
 	case SK_LIST_KEYS:

@@ -373,7 +373,7 @@ Test(proto_codec, batch_with_read_op_or_nested_batch_or_zero_count_is_refused)
 
 Test(proto_codec, unknown_op_is_ebadtype)
 {
-	uint8_t buf[] = {0, 9, 10, 31, 38, 255};
+	uint8_t buf[] = {0, 9, 10, 31, 39, 255};
 	proto_op_t out;
 	for (size_t i = 0; i < sizeof buf; i++)
 		cr_assert_eq(proto_op_decode(&buf[i], 1, &out), PROTO_EBADTYPE, "op %u", buf[i]);
@@ -430,6 +430,27 @@ Test(proto_codec, response_enums_out_of_range_are_badmsg)
 	proto_status_encode(&w, &st);
 	buf[9] = 2; /* is_leader */
 	cr_assert_eq(proto_status_decode(buf, proto_wbuf_len(&w), &st), PROTO_EBADMSG);
+
+	/* members: at most PROTO_MAX_MEMBERS, flags only the known bits */
+	proto_status_t ms = {0};
+	ms.nmembers = 1;
+	ms.members[0] = (proto_member_t){7, PROTO_MEMBER_UP, 5, B("h:1")};
+	proto_wbuf_init(&w, buf, sizeof buf);
+	cr_assert_eq(proto_status_encode(&w, &ms), 0);
+	n = proto_wbuf_len(&w);
+	cr_assert_eq(proto_status_decode(buf, n, &st), 0);
+	cr_assert_eq(st.nmembers, 1);
+	cr_assert_eq(st.members[0].id, 7);
+	cr_assert_eq(st.members[0].match, 5);
+	cr_assert_eq(st.members[0].addr.len, 3);
+	buf[n - 4 - 8 - 1] = 0x80; /* the member's flags byte */
+	cr_assert_eq(proto_status_decode(buf, n, &st), PROTO_EBADMSG);
+	buf[n - 4 - 8 - 1] = PROTO_MEMBER_UP;
+	buf[n - 4 - 8 - 1 - 8 - 1] = PROTO_MAX_MEMBERS + 1; /* the count */
+	cr_assert_eq(proto_status_decode(buf, n, &st), PROTO_EBADMSG);
+	ms.nmembers = PROTO_MAX_MEMBERS + 1;
+	proto_wbuf_init(&w, buf, sizeof buf);
+	cr_assert_eq(proto_status_encode(&w, &ms), PROTO_ETOOBIG);
 
 	proto_error_t e = {0, B("x"), B(""), 0, 0};
 	proto_wbuf_init(&w, buf, sizeof buf);
@@ -656,5 +677,6 @@ Test(proto_names, type_and_op_names)
 	cr_assert_str_eq(proto_type_name(999), "?");
 	cr_assert_str_eq(proto_op_name(PROTO_OP_PUT), "PUT");
 	cr_assert_str_eq(proto_op_name(PROTO_OP_STATUS), "STATUS");
+	cr_assert_str_eq(proto_op_name(PROTO_OP_HASH), "HASH");
 	cr_assert_str_eq(proto_op_name(0), "?");
 }
