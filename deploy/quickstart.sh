@@ -10,9 +10,10 @@
 # Env: GEOKV_KEYS (sample keys to load, default 10000), GEOKV_PRIMARY_PORT (default 7400),
 #      GEOKV_GATEWAY_PORT (default 8443). A busy port is skipped for the next free one.
 #
-# What runs today: one geokv-primary (a Raft group of one), and geokv-gateway reading the
-# primary's state/ store read-only over HTTPS with dev certificates. The three-node group and
-# the leaf join this script as those parts land (see README.md, "Status").
+# What runs today: three geokv-primary processes forming one Raft group (client ports
+# GEOKV_PRIMARY_PORT and the next two free ones, TLS with dev certificates; peer traffic on
+# loopback ports from 7410, plain), and geokv-gateway reading member 1's state/ store
+# read-only over HTTPS. The leaf joins this script when it lands (see README.md, "Status").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -74,24 +75,38 @@ rm -rf "$run"/primary* "$run"/*.log "$run/sample.ndjson"
 mkdir -p "$run"
 deploy/certs.sh "$run/certs" >/dev/null
 
-pport=$(free_port "${GEOKV_PRIMARY_PORT:-7400}")
-gport=$(free_port "${GEOKV_GATEWAY_PORT:-8443}")
-[ "$gport" = "$pport" ] && gport=$(free_port $((gport + 1)))
-server=127.0.0.1:$pport
+taken=" "
+# pick START: the first free port from START not already handed out, in $PICKED (no
+# subshell, so $taken accumulates)
+pick() { PICKED=$1; while ! port_free "$PICKED" || [[ "$taken" == *" $PICKED "* ]]; do PICKED=$((PICKED + 1)); done; taken+="$PICKED "; }
+declare -a cport pport
+for i in 1 2 3; do pick "${GEOKV_PRIMARY_PORT:-7400}"; cport[i]=$PICKED; done
+for i in 1 2 3; do pick 7410; pport[i]=$PICKED; done
+pick "${GEOKV_GATEWAY_PORT:-8443}"; gport=$PICKED
+peers="1=127.0.0.1:${pport[1]},2=127.0.0.1:${pport[2]},3=127.0.0.1:${pport[3]}"
+server="127.0.0.1:${cport[1]},127.0.0.1:${cport[2]},127.0.0.1:${cport[3]}"
 
-mkdir -p "$run/primary1"
-"$primary" --data "$run/primary1" --listen "$server" --node-id 1 --cluster-id quickstart \
-	--cert "$run/certs/server.crt" --key "$run/certs/server.key" \
-	>>"$run/primary1.log" 2>&1 &
-echo $! >"$run/primary1.pid"
+for i in 1 2 3; do
+	mkdir -p "$run/primary$i"
+	"$primary" --data "$run/primary$i" --listen "127.0.0.1:${cport[i]}" --node-id "$i" \
+		--cluster-id quickstart --peers "$peers" \
+		--cert "$run/certs/server.crt" --key "$run/certs/server.key" \
+		>>"$run/primary$i.log" 2>&1 &
+	echo $! >"$run/primary$i.pid"
+done
 
-for i in $(seq 100); do
-	"$geokv" -s "$server" --tls-ca "$run/certs/ca.crt" status >/dev/null 2>&1 && break
-	kill -0 "$(cat "$run/primary1.pid")" 2>/dev/null || die "primary exited; see $run/primary1.log"
+# ready: every member answers and the group has a leader
+for i in $(seq 150); do
+	st=$("$geokv" -s "127.0.0.1:${cport[1]}" --tls-ca "$run/certs/ca.crt" status 2>/dev/null) &&
+		printf '%s\n' "$st" | grep -q '^leader: *[0-9]' && break
+	for n in 1 2 3; do
+		kill -0 "$(cat "$run/primary$n.pid")" 2>/dev/null || die "primary $n exited; see $run/primary$n.log"
+	done
 	sleep 0.1
 done
-"$geokv" -s "$server" --tls-ca "$run/certs/ca.crt" status >/dev/null || die "primary not answering on $server; see $run/primary1.log"
-log "primary 1 listening on $server (log: run/primary1.log)"
+"$geokv" -s "$server" --tls-ca "$run/certs/ca.crt" status >/dev/null ||
+	die "the group is not answering on $server; see $run/primary*.log"
+log "primaries 1-3 on 127.0.0.1:${cport[1]}, ${cport[2]}, ${cport[3]} (logs: run/primary{1,2,3}.log)"
 
 "$geokv" -s "$server" --tls-ca "$run/certs/ca.crt" bucket add cards --history 5 --content-type application/json >/dev/null 2>&1 ||
 	"$geokv" -s "$server" --tls-ca "$run/certs/ca.crt" bucket info cards >/dev/null || die "cannot create bucket cards"
@@ -121,18 +136,21 @@ log "gateway listening on https://127.0.0.1:$gport (log: run/gateway.log)"
 
 cat >"$run/env" <<EOF
 GEOKV_SERVER=$server
+GEOKV_TLS_CA=$run/certs/ca.crt
 GEOKV_GATEWAY=https://127.0.0.1:$gport
 EOF
 
 cat <<EOF
 
-geokv is running: primary on $server, HTTPS gateway on 127.0.0.1:$gport, $nkeys keys in bucket 'cards'.
+geokv is running: a three-member primary group on $server,
+an HTTPS gateway on 127.0.0.1:$gport, $nkeys keys in bucket 'cards'.
 
 Read a key over HTTPS:
   curl --cacert run/certs/ca.crt https://127.0.0.1:$gport/kv/card.0000042
 
 More:
   $build/proto/geokv -s $server --tls-ca run/certs/ca.crt get cards card.0000042
+  $build/proto/geokv -s $server --tls-ca run/certs/ca.crt status --checksum
   curl --cacert run/certs/ca.crt https://127.0.0.1:$gport/healthz
   deploy/quickstart.sh stop
 EOF
