@@ -10,8 +10,10 @@
  * max_readers (default 512).
  */
 #include "core/kv_format.h"
+#include "core/lmdb_size.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -289,6 +291,13 @@ int kv_open(kv_store_t **out, const char *dir, const kv_opts_t *opts)
 		envflags |= MDB_NOSYNC;
 	if ((rc = mdb_env_open(s->env, dir, envflags, 0640)))
 		goto fail;
+	uint64_t have, want;
+	if (gk_lmdb_truncated(s->env, dir, &have, &want)) {
+		GK_ERROR("store", "store file is truncated", "dir=%s bytes=%" PRIu64 " used=%" PRIu64
+			 " err=KV_ECORRUPT", dir, have, want);
+		rc = KV_ECORRUPT;
+		goto fail;
+	}
 	if ((rc = mdb_env_info(s->env, &info)))
 		goto fail;
 	s->map_size = info.me_mapsize;

@@ -19,8 +19,10 @@
  * write transaction stored (they are updated only after mdb_txn_commit succeeds).
  */
 #include "core/log.h"
+#include "core/lmdb_size.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -307,6 +309,13 @@ int kv_log_open(kv_log_t **out, const char *dir, const kv_log_opts_t *opts)
 	rc = mdb_env_open(l->env, dir, MDB_NOMETASYNC | MDB_NOTLS, 0644);
 	if (rc) {
 		err = rc > 0 ? -rc : lmdb_err(rc, "env open");
+		goto fail;
+	}
+	uint64_t have, want;
+	if (gk_lmdb_truncated(l->env, dir, &have, &want)) {
+		GK_ERROR("log", "log file is truncated", "dir=%s bytes=%" PRIu64 " used=%" PRIu64
+			 " err=KV_ECORRUPT", dir, have, want);
+		err = KV_ECORRUPT;
 		goto fail;
 	}
 	if ((rc = mdb_txn_begin(l->env, NULL, 0, &txn)) != 0 ||

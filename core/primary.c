@@ -53,6 +53,7 @@
 #include <unistd.h>
 
 #define HEARTBEAT_MS      100
+#define REPAIR_UNKNOWN    UINT64_MAX /* repair_until when the damaged log's end is unknown */
 #define STOP_FLUSH_MS     5000 /* replies still unread by a peer after this are dropped */
 #define READ_WAIT_MS      1000 /* a ReadIndex round unanswered this long: ENOTLEADER */
 #define APPLY_CHUNK       4096
@@ -1422,8 +1423,12 @@ static void on_tick(uv_timer_t *t)
 
 	if (p->repairing && raft_role(&p->raft) != RAFT_LEADER) {
 		/* No campaigns while repairing; the log catching up ends it. */
-		if (kv_log_last_index(p->log) >= p->repair_until &&
-		    raft_commit(&p->raft) >= p->repair_until) {
+		if (p->repair_until == REPAIR_UNKNOWN ?
+			    raft_leader(&p->raft) != 0 && raft_commit(&p->raft) > 0 &&
+			    prim__applied(p) >= raft_commit(&p->raft) &&
+			    kv_log_last_index(p->log) >= raft_commit(&p->raft) :
+			    kv_log_last_index(p->log) >= p->repair_until &&
+			    raft_commit(&p->raft) >= p->repair_until) {
 			GK_INFO("primary", "repair complete, voting again", "last=%" PRIu64,
 				kv_log_last_index(p->log));
 			p->repairing = false;
@@ -1766,6 +1771,72 @@ static int mkdir_p(const char *dir)
 
 static bool conf_empty(const kv_log_conf_t *c) { return c->n == 0; }
 
+static bool in_group(const prim_t *p) { return !(p->founders.n <= 1 && p->npeers == 0); }
+
+/* raft/repair holds repair_until, so a restart mid-repair still stays out of elections. */
+static void write_repair_mark(prim_t *p)
+{
+	FILE *f;
+
+	if ((f = fopen(p->repair_path, "w")) != NULL) {
+		fprintf(f, "%" PRIu64 "\n", p->repair_until);
+		fflush(f);
+		(void)fsync(fileno(f));
+		fclose(f);
+	}
+}
+
+static int rm_rf(const char *dir);
+
+/* Move a damaged directory to DIR.damaged (replacing an older one), for the operator. */
+static void set_aside(const char *dir)
+{
+	char bad[1200];
+
+	snprintf(bad, sizeof bad, "%s.damaged", dir);
+	rm_rf(bad);
+	if (rename(dir, bad) != 0)
+		rm_rf(dir);
+}
+
+/*
+ * A log that cannot be opened or read back into Raft (a cut file, a flipped bit in LMDB's
+ * own pages): what it held, entries, term and vote, is unknown. Start an empty one and stay
+ * out of elections until a leader has brought it up to the group's commit index
+ * (REPAIR_UNKNOWN), so a vote of ours can never count twice in a term or elect a leader
+ * without entries we had acknowledged. The old one is kept as raft.damaged.
+ */
+static int replace_damaged_log(prim_t *p, const char *why)
+{
+	const prim_config_t *c = p->cfg;
+	kv_log_opts_t lo = {.map_size = c->log_map_size};
+	char logdir[1100];
+	int rc;
+
+	snprintf(logdir, sizeof logdir, "%s/raft", c->data);
+	GK_ERROR("primary", "damaged log, repairing from the other members", "dir=%s why=\"%s\"",
+		 logdir, why);
+	if (p->lrt.l)
+		kv_log_read_close(&p->lrt);
+	if (p->log) {
+		kv_log_close(p->log);
+		p->log = NULL;
+	}
+	set_aside(logdir);
+	if ((rc = kv_log_open(&p->log, logdir, &lo)) != 0)
+		return rc;
+	/* the founders' configuration until the leader's snapshot or entries say otherwise */
+	kv_log_conf_t conf = {.n = p->founders.n};
+	for (uint32_t i = 0; i < p->founders.n; i++)
+		conf.ids[i] = p->founders.ids[i];
+	if ((rc = kv_log_set_conf(p->log, &conf)) != 0 || (rc = kv_log_sync(p->log)) != 0)
+		return rc;
+	p->repair_until = REPAIR_UNKNOWN;
+	p->repairing = true;
+	write_repair_mark(p);
+	return 0;
+}
+
 /*
  * Discard state/ and the log's entries, keeping term and vote, so the leader sends this
  * member everything again (a snapshot when its log is compacted). Only for a member of a
@@ -1777,12 +1848,10 @@ static int repair_from_peers(prim_t *p, const char *why, uint64_t keep_upto)
 {
 	kv_log_snap_t snap;
 	kv_log_hard_t hs;
-	char bad[1200];
 	uint64_t old_last = kv_log_last_index(p->log);
 	int rc;
-	FILE *f;
 
-	if (p->founders.n <= 1 && p->npeers == 0) {
+	if (!in_group(p)) {
 		GK_ERROR("primary", "store or log damaged, and no peers to repair from",
 			 "err=KV_ECORRUPT why=\"%s\" hint=\"restore this node's data dir\"", why);
 		return KV_ECORRUPT;
@@ -1793,10 +1862,7 @@ static int repair_from_peers(prim_t *p, const char *why, uint64_t keep_upto)
 	kv_log_hard(p->log, &hs);
 	if (keep_upto == 0) {
 		close_store(p);
-		snprintf(bad, sizeof bad, "%s.damaged", p->state_dir);
-		rm_rf(bad);
-		if (rename(p->state_dir, bad) != 0)
-			rm_rf(p->state_dir);
+		set_aside(p->state_dir);
 		if ((rc = mkdir_p(p->state_dir)) != 0 || (rc = open_store(p)) != 0)
 			return rc;
 		kv_log_snap_t empty = {.index = 0, .term = 0, .conf = snap.conf};
@@ -1814,12 +1880,7 @@ static int repair_from_peers(prim_t *p, const char *why, uint64_t keep_upto)
 	if (old_last > p->repair_until)
 		p->repair_until = old_last;
 	p->repairing = true;
-	if ((f = fopen(p->repair_path, "w")) != NULL) {
-		fprintf(f, "%" PRIu64 "\n", p->repair_until);
-		fflush(f);
-		(void)fsync(fileno(f));
-		fclose(f);
-	}
+	write_repair_mark(p);
 	return 0;
 }
 
@@ -1847,9 +1908,22 @@ static int open_storage(prim_t *p)
 			 geokv_strerror(rc));
 		return rc;
 	}
-	if ((rc = mkdir_p(p->state_dir)) != 0 || (rc = open_store(p)) != 0)
-		return rc ? rc : -EIO;
-	if ((rc = kv_log_open(&p->log, logdir, &lo)) != 0) {
+	if ((rc = mkdir_p(p->state_dir)) == 0 && (rc = open_store(p)) == KV_ECORRUPT &&
+	    in_group(p)) {
+		/* A store that cannot be opened (a cut file): start it afresh; the log replays
+		 * into it, or, past a compaction, the leader sends a snapshot. */
+		GK_ERROR("primary", "damaged store, rebuilding it", "dir=%s", p->state_dir);
+		close_store(p);
+		set_aside(p->state_dir);
+		if ((rc = mkdir_p(p->state_dir)) == 0)
+			rc = open_store(p);
+	}
+	if (rc != 0)
+		return rc;
+	rc = kv_log_open(&p->log, logdir, &lo);
+	if (rc == KV_ECORRUPT && in_group(p))
+		rc = replace_damaged_log(p, "the log cannot be opened");
+	if (rc != 0) {
 		GK_ERROR("primary", "cannot open log", "dir=%s err=\"%s\"", logdir,
 			 geokv_strerror(rc));
 		return rc;
@@ -2002,8 +2076,15 @@ int prim_run(const prim_config_t *cfg)
 		rc = -ENOMEM;
 		goto out;
 	}
-	if ((rc = prim__peers_parse(p)) != 0 || (rc = open_storage(p)) != 0 ||
-	    (rc = raft_start(p)) != 0)
+	if ((rc = prim__peers_parse(p)) != 0 || (rc = open_storage(p)) != 0)
+		goto out;
+	if ((rc = raft_start(p)) != 0 && in_group(p)) {
+		/* the log opened but Raft cannot read it back: treat it as lost */
+		if ((rc = replace_damaged_log(p, "raft cannot start from it")) == 0 &&
+		    (rc = repair_from_peers(p, "its log was replaced", 0)) == 0)
+			rc = raft_start(p);
+	}
+	if (rc != 0)
 		goto out;
 	p->synced_applied = 0;
 	publish_status(p);
