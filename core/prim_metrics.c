@@ -126,6 +126,8 @@ static const char *const reject_names[PRIM_REJ_N] = {
 	[PRIM_REJ_UNKNOWN_OP] = "unknown_op",
 	[PRIM_REJ_FIELD_TOO_BIG] = "field_too_big",
 	[PRIM_REJ_BAD_OP] = "bad_op",
+	[PRIM_REJ_ROLE] = "role",
+	[PRIM_REJ_MEMORY] = "memory",
 };
 
 /* ---- the text ------------------------------------------------------------------------- */
@@ -261,6 +263,14 @@ static void render(prim_t *p, proto_metrics_buf_t *b)
 			  st->timeouts_hello);
 	proto_metrics_u64(b, "geokv_primary_connections_timed_out_total", "reason=\"idle\"",
 			  st->timeouts_idle);
+	proto_metrics_u64(b, "geokv_primary_connections_timed_out_total", "reason=\"frame\"",
+			  st->timeouts_frame);
+	gauge(b, "geokv_primary_read_buffer_bytes",
+	      "Bytes of client read buffers grown past 64 KiB (charged to the read budget).",
+	      st->read_held);
+	gauge(b, "geokv_primary_read_buffer_budget_bytes",
+	      "Cap on those bytes; past it a connection gets PROTO_EBUSY and is closed.",
+	      prim__read_budget(p));
 	counter(b, "geokv_primary_received_bytes_total", "Bytes read from client connections.",
 		st->bytes_in);
 	counter(b, "geokv_primary_sent_bytes_total", "Bytes written to client connections.",

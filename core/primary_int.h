@@ -127,6 +127,8 @@ enum prim_reject {
 	PRIM_REJ_UNKNOWN_OP,       /* REQ with an unknown op */
 	PRIM_REJ_FIELD_TOO_BIG,    /* REQ with a field over its protocol maximum */
 	PRIM_REJ_BAD_OP,           /* undecodable REQ (or BATCH inner op) */
+	PRIM_REJ_ROLE,             /* HELLO: unknown role */
+	PRIM_REJ_MEMORY,           /* a read buffer would pass the budget (prim__read_budget) */
 	PRIM_REJ_N
 };
 
@@ -144,6 +146,8 @@ typedef struct prim_stats {
 	uint64_t bytes_in, bytes_out;
 	uint64_t conns_accepted, conns_refused;
 	uint64_t timeouts_hello, timeouts_idle;
+	uint64_t timeouts_frame;           /* a frame not complete by its deadline */
+	uint64_t read_held;                /* bytes of read buffers charged to the budget (gauge) */
 	uint64_t expired;                  /* TTL deletes applied */
 	uint64_t space_refused;            /* writes refused KV_EFULL by the headroom check */
 	uint64_t peer_bytes_in, peer_bytes_out, peer_dropped, peer_refused;
@@ -327,6 +331,8 @@ void prim__stop_accepting(prim_t *p);  /* close the listener, stop reading every
 void prim__close_all(prim_t *p);       /* close every connection (after their writes) */
 void prim__close_all_now(prim_t *p);   /* close every connection, dropping queued output */
 void prim__stop_sweep(prim_t *p);      /* close the timeout sweep timer (at the very end) */
+/* Bytes all client read buffers grown past their first 64 KiB may hold together. */
+uint64_t prim__read_budget(const prim_t *p);
 
 void prim__conn_ref(prim_conn_t *c);
 void prim__conn_unref(prim_conn_t *c);

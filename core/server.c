@@ -2,10 +2,20 @@
  * geokv-primary client connections: listener, framing, HELLO, dispatch of requests to the
  * pipeline (writes) or the store (reads), and buffered replies.
  *
- * Per connection: one read buffer that grows to the largest frame seen (at most max-frame +
- * header) and shrinks back when idle, and two output buffers used in turn: replies are
- * appended to one while the other is being written, so any number of pipelined replies go
- * out in one write(2) per round, with no allocation per reply once the buffers are warm.
+ * Per connection: one read buffer and two output buffers used in turn: replies are appended
+ * to one while the other is being written, so any number of pipelined replies go out in one
+ * write(2) per round, with no allocation per reply once the buffers are warm.
+ *
+ * Input memory (what a peer can make us hold without sending a whole frame):
+ *   before HELLO   at most the largest valid HELLO (HELLO_MAX_FRAME, 4373 bytes) is read; a
+ *                  header announcing another type or a bigger HELLO is refused at once
+ *   after HELLO    the read buffer grows (doubling, never past the frame being received) as
+ *                  bytes arrive, never to the length a header merely announces; all buffers
+ *                  grown past READ_CHUNK share one budget (prim__read_budget: 4 x max-frame,
+ *                  at least 256 MiB); the connection whose growth would pass it gets
+ *                  PROTO_EBUSY and is closed
+ *   in time        a frame must be complete within hello-timeout-ms of its first byte, plus
+ *                  1 s per FRAME_MIN_RATE bytes received (the sweep timer checks)
  *
  * Bad input, and what it gets (the daemon keeps serving everyone else):
  *   frame over max-frame             ERROR PROTO_ETOOBIG, then close (we cannot skip the body
@@ -17,6 +27,9 @@
  *   too many writes in flight        ERROR PROTO_EBUSY for that request, connection kept
  *   version / cluster mismatch       ERROR PROTO_EVERSION / PROTO_ECLUSTER, then close
  *   wrong or missing token           ERROR PROTO_EAUTH, then close (when token-file is set)
+ *   HELLO with an unknown role, a
+ *   second HELLO, no HELLO first     ERROR PROTO_EBADMSG, then close
+ *   read budget exhausted            ERROR PROTO_EBUSY, then close
  * Name rules, value sizes, unknown buckets are the store's to judge (KV_E* errors).
  */
 #include "core/primary_int.h"
@@ -32,6 +45,17 @@
 #define OUT_HIGH_WATER  (16u << 20)  /* stop reading while this much output is queued */
 #define DEFER_MAX       128          /* linearizable reads a connection may have waiting */
 #define OUT_KEEP_MAX    (4u << 20)   /* an output buffer above this is freed when written */
+
+/* The largest valid HELLO, from its fields' maxima: u16 version, u8 role, bytes(u8) cluster,
+ * bytes(u16) token. Before HELLO a connection reads no more than this. */
+#define HELLO_MAX_PAYLOAD (2u + 1u + 1u + PROTO_MAX_CLUSTER + 2u + PROTO_MAX_TOKEN) /* 4357 */
+#define HELLO_MAX_FRAME   (PROTO_HDR_LEN + HELLO_MAX_PAYLOAD)
+#define IN_HELLO_CAP      8192         /* the read buffer before HELLO */
+_Static_assert(IN_HELLO_CAP >= HELLO_MAX_FRAME, "a whole HELLO fits the pre-HELLO buffer");
+#define READ_BUDGET_MIN   (256ull << 20) /* read buffers past READ_CHUNK, all connections */
+#define READ_BUDGET_FRAMES 4           /* ... or this many frames of max-frame, if more */
+#define FRAME_MIN_RATE    (256u << 10) /* bytes/s: each such amount received earns 1 s more */
+#define CIN_HANDSHAKE_MAX READ_CHUNK   /* TLS ciphertext left unconsumed during the handshake */
 
 struct prim_conn {
 	uv_tcp_t tcp;
@@ -54,6 +78,11 @@ struct prim_conn {
 	bool closing;             /* uv_close called */
 	uint64_t opened_ms;       /* uv_now at accept: the HELLO deadline counts from here */
 	uint64_t active_ms;       /* uv_now of the last read or completed write */
+	uint64_t frame_ms;        /* uv_now when the partial frame at the front of `in` began */
+	bool frame_open;          /* `in` holds part of a frame (its deadline runs) */
+	bool over_budget;         /* on_alloc refused to grow `in`: on_read answers EBUSY */
+	size_t want;              /* header + payload of that partial frame; 0 = header not in */
+	uint64_t want_id;         /* its request id */
 	char peer[64];
 	/* TLS ([tls] cert set): ciphertext goes through these; frames still use in/out. */
 	proto_tls_conn_t *tls;    /* NULL on a plain listener */
@@ -66,6 +95,106 @@ struct prim_conn {
 static void conn_close(prim_conn_t *c);
 static void flush(prim_conn_t *c);
 static void serve_ready(prim_conn_t *c);
+
+/* ---- the read buffer and its budget ----------------------------------------------------- */
+
+uint64_t prim__read_budget(const prim_t *p)
+{
+	uint64_t b = (uint64_t)READ_BUDGET_FRAMES * p->cfg->max_frame;
+
+	return b > READ_BUDGET_MIN ? b : READ_BUDGET_MIN;
+}
+
+/* What a read buffer of `cap` bytes costs the budget: the READ_CHUNK every connection reads
+ * into is free (max-conns bounds those), a buffer grown past it counts whole. */
+static uint64_t in_charge(size_t cap) { return cap > READ_CHUNK ? cap : 0; }
+
+/* Resize c->in to cap bytes (>= its length). 0, -ENOMEM, or PROTO_EBUSY when growing would
+ * pass the budget (nothing changed then). */
+static int in_resize(prim_conn_t *c, size_t cap)
+{
+	prim_stats_t *st = &c->p->st;
+	uint64_t was = in_charge(c->in.cap), will = in_charge(cap);
+	uint8_t *np;
+
+	if (will > was && st->read_held - was + will > prim__read_budget(c->p))
+		return PROTO_EBUSY;
+	if ((np = realloc(c->in.p, cap)) == NULL)
+		return -ENOMEM;
+	c->in.p = np;
+	c->in.cap = cap;
+	st->read_held = st->read_held - was + will;
+	return 0;
+}
+
+static void in_free(prim_conn_t *c)
+{
+	c->p->st.read_held -= in_charge(c->in.cap);
+	prim__buf_free(&c->in);
+}
+
+/*
+ * Room for `room` more bytes in c->in, growing as bytes arrive: doubling (so a frame of n
+ * bytes costs O(n) copying), but never past the end of the partial frame being received when
+ * that is enough, and never to what a header merely announces. 0, -ENOMEM or PROTO_EBUSY.
+ */
+static int in_grow(prim_conn_t *c, size_t room)
+{
+	size_t need = c->in.len + room, cap;
+
+	if (need <= c->in.cap)
+		return 0;
+	cap = c->in.cap < READ_CHUNK ? READ_CHUNK : c->in.cap * 2;
+	if (c->want >= need && cap > c->want)
+		cap = c->want;
+	while (cap < need)
+		cap *= 2;
+	return in_resize(c, cap);
+}
+
+static void close_after_flush(prim_conn_t *c);
+
+/* Note where the partial frame at the front of c->in ends (c->want, 0 = its header is not in
+ * or the front frame is whole) and its request id. */
+static void note_front(prim_conn_t *c)
+{
+	proto_hdr_t h;
+
+	c->want = 0;
+	if (c->in.len >= PROTO_HDR_LEN &&
+	    proto_hdr_decode(c->in.p, c->in.len, c->p->cfg->max_frame, &h) == PROTO_EAGAIN) {
+		c->want = PROTO_HDR_LEN + (size_t)h.len;
+		c->want_id = h.id;
+	}
+}
+
+/* Bytes received of frames not yet complete (and of a partial TLS record). */
+static size_t pending_bytes(const prim_conn_t *c)
+{
+	return c->in.len + (c->tls != NULL ? c->cin.len : 0);
+}
+
+/* The read budget is spent: this connection's partial frame is dropped (its buffer given
+ * back at once), it is told why, and closed. */
+static void refuse_memory(prim_conn_t *c)
+{
+	prim_t *p = c->p;
+	uint64_t budget = prim__read_budget(p);
+	char msg[192];
+
+	GK_WARN("server", "read budget exhausted, closing",
+		"peer=%s frame=%zu got=%zu held=%" PRIu64 " budget=%" PRIu64, c->peer, c->want,
+		c->in.len, p->st.read_held, budget);
+	snprintf(msg, sizeof msg,
+		 "server busy: incomplete frames hold %" PRIu64 " MiB of read buffers (budget %"
+		 PRIu64 " MiB); retry later", p->st.read_held >> 20, budget >> 20);
+	prim__stat_reject(p, PRIM_REJ_MEMORY);
+	in_free(c);
+	c->frame_open = false;
+	prim__reply_error(c, c->want ? c->want_id : 0, PROTO_EBUSY, msg, 0, 0);
+	c->want = 0;
+	close_after_flush(c);
+}
 
 /* ---- refs ----------------------------------------------------------------------------- */
 
@@ -93,6 +222,7 @@ static void on_closed(uv_handle_t *h)
 	prim_conn_t *c = h->data;
 	prim_t *p = c->p;
 
+	in_free(c); /* nothing reads it past close: proposals and deferred reads hold copies */
 	prim__conn_unref(c);
 	prim__maybe_finish(p);
 }
@@ -462,6 +592,14 @@ static void handle_hello(prim_conn_t *c, const proto_hdr_t *h, const uint8_t *pl
 		close_after_flush(c);
 		return;
 	}
+	if (m.role < PROTO_ROLE_CLIENT || m.role > PROTO_ROLE_GATEWAY) {
+		char msg[48];
+		snprintf(msg, sizeof msg, "unknown role %u in HELLO", m.role);
+		prim__stat_reject(p, PRIM_REJ_ROLE);
+		prim__reply_error(c, h->id, PROTO_EBADMSG, msg, 0, 0);
+		close_after_flush(c);
+		return;
+	}
 	if (m.cluster.len && (m.cluster.len != clen || memcmp(m.cluster.p, p->cfg->cluster_id, clen))) {
 		prim__stat_reject(p, PRIM_REJ_CLUSTER);
 		prim__reply_error(c, h->id, PROTO_ECLUSTER, NULL, 0, 0);
@@ -619,8 +757,11 @@ static void handle_frame(prim_conn_t *c, const proto_hdr_t *h, const uint8_t *pl
 			conn_close(c);
 		break;
 	case PROTO_T_HELLO:
+		/* A session error (id 0), and like every one after the handshake it closes the
+		 * connection (docs/protocol.md, "Session"). */
 		prim__stat_reject(c->p, PRIM_REJ_DUP_HELLO);
-		prim__reply_error(c, h->id, PROTO_EBADMSG, "session already open", 0, 0);
+		prim__reply_error(c, 0, PROTO_EBADMSG, "session already open", 0, 0);
+		close_after_flush(c);
 		break;
 	default:
 		prim__stat_reject(c->p, PRIM_REJ_UNKNOWN_TYPE);
@@ -631,18 +772,75 @@ static void handle_frame(prim_conn_t *c, const proto_hdr_t *h, const uint8_t *pl
 
 /* ---- reading -------------------------------------------------------------------------- */
 
+/*
+ * Where the next read goes. Plain: into c->in, at most up to the largest HELLO before HELLO,
+ * else growing as bytes arrive (in_grow). TLS: into c->cin, which holds at most a partial
+ * record once the handshake is over (tls_input decrypts every whole one), and at most
+ * CIN_HANDSHAKE_MAX unconsumed bytes before. A NULL buffer makes libuv report UV_ENOBUFS.
+ */
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
 	prim_conn_t *c = h->data;
-
-	prim_buf_t *b = c->tls != NULL ? &c->cin : &c->in;
+	prim_buf_t *b = &c->in;
+	size_t room;
 
 	(void)suggested;
-	if (b->cap - b->len < READ_CHUNK / 4 && prim__buf_reserve(b, READ_CHUNK) != 0) {
-		*buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS: we close */
-		return;
+	*buf = uv_buf_init(NULL, 0);
+	if (c->tls != NULL) {
+		b = &c->cin;
+		if (!c->tls->established && b->len >= CIN_HANDSHAKE_MAX)
+			return; /* the handshake never needs that much at once: we close */
+		if (b->cap - b->len < READ_CHUNK / 4 && prim__buf_reserve(b, READ_CHUNK) != 0)
+			return;
+		room = b->cap - b->len;
+	} else if (!c->hello) {
+		if (b->cap < IN_HELLO_CAP && in_resize(c, IN_HELLO_CAP) != 0)
+			return;
+		if (b->len >= HELLO_MAX_FRAME)
+			return; /* cannot happen: process_input judged any such frame */
+		room = HELLO_MAX_FRAME - b->len;
+	} else {
+		size_t need = READ_CHUNK / 4;
+		int rc;
+		if (c->want > b->len && c->want - b->len < need)
+			need = c->want - b->len; /* the rest of the frame fits: no need to grow */
+		if ((rc = in_grow(c, need)) != 0) {
+			c->over_budget = rc == PROTO_EBUSY; /* on_read answers it */
+			return;
+		}
+		room = b->cap - b->len;
 	}
-	*buf = uv_buf_init((char *)b->p + b->len, (unsigned)(b->cap - b->len));
+	if (room > (1u << 30))
+		room = 1u << 30;
+	*buf = uv_buf_init((char *)b->p + b->len, (unsigned)room);
+}
+
+/*
+ * Before HELLO a header is judged as soon as it is in, not once its payload is: only a HELLO
+ * may come, and no valid HELLO is longer than HELLO_MAX_PAYLOAD, so nothing bigger is ever
+ * buffered for a peer that has not opened a session. False when refused (closing).
+ */
+static bool hello_header_ok(prim_conn_t *c, const proto_hdr_t *h)
+{
+	prim_t *p = c->p;
+	char msg[96];
+
+	if (h->type != PROTO_T_HELLO) {
+		prim__stat_reject(p, PRIM_REJ_NO_HELLO);
+		prim__reply_error(c, h->id, PROTO_EBADMSG, "expected HELLO", 0, 0);
+		close_after_flush(c);
+		return false;
+	}
+	if (h->len > HELLO_MAX_PAYLOAD) {
+		snprintf(msg, sizeof msg, "HELLO of %" PRIu32 " bytes exceeds the largest valid HELLO (%u)",
+			 h->len, HELLO_MAX_PAYLOAD);
+		GK_WARN("server", "HELLO too big, closing", "peer=%s len=%" PRIu32, c->peer, h->len);
+		prim__stat_reject(p, PRIM_REJ_TOO_BIG);
+		prim__reply_error(c, h->id, PROTO_ETOOBIG, msg, 0, 0);
+		close_after_flush(c);
+		return false;
+	}
+	return true;
 }
 
 /*
@@ -674,6 +872,10 @@ static void process_input(prim_conn_t *c)
 			}
 		}
 		rc = proto_hdr_decode(c->in.p + off, c->in.len - off, p->cfg->max_frame, &h);
+		if (rc == PROTO_EAGAIN && c->in.len - off < PROTO_HDR_LEN)
+			break;
+		if (!c->hello && (rc == PROTO_EAGAIN || rc == PROTO_HDR_LEN) && !hello_header_ok(c, &h))
+			break;
 		if (rc == PROTO_EAGAIN)
 			break;
 		if (rc == PROTO_ETOOBIG) {
@@ -699,21 +901,32 @@ static void process_input(prim_conn_t *c)
 	}
 	if (c->closing)
 		goto out;
-	/* Keep what is left (a partial frame, or whole frames while paused) at the front; make
-	 * room for all of a partial frame if its header says. */
+	/* Keep what is left (a partial frame, or whole frames while paused) at the front. Its
+	 * header, when in, says where the frame ends (in_grow grows no further for it); nothing
+	 * is reserved for the bytes it announces: the buffer grows as they arrive. */
 	if (off > 0) {
 		memmove(c->in.p, c->in.p + off, c->in.len - off);
 		c->in.len -= off;
 	}
-	if (c->in.len >= PROTO_HDR_LEN) {
-		proto_hdr_t h;
-		if (proto_hdr_decode(c->in.p, c->in.len, p->cfg->max_frame, &h) == PROTO_EAGAIN &&
-		    prim__buf_reserve(&c->in, PROTO_HDR_LEN + h.len - c->in.len) != 0) {
-			conn_close(c);
-			goto out;
-		}
-	} else if (c->in.len == 0 && c->in.cap > READ_KEEP_MAX) {
-		prim__buf_free(&c->in); /* one huge frame must not pin its buffer forever */
+	note_front(c);
+	/* The frame deadline runs from a frame's first byte (a partial TLS record counts): a new
+	 * one began if this round consumed any frame, or if nothing was pending before. */
+	if (pending_bytes(c) == 0) {
+		c->frame_open = false;
+	} else if (off > 0 || !c->frame_open) {
+		c->frame_open = true;
+		c->frame_ms = uv_now(p->loop);
+	}
+	if (c->in.len == 0 && c->in.cap > READ_KEEP_MAX) {
+		in_free(c); /* one huge frame must not pin its buffer forever */
+	} else if (c->in.cap > READ_KEEP_MAX && c->in.len < c->in.cap / 4 &&
+		   c->want < c->in.cap / 4) {
+		/* Mostly empty after a big frame: shrink (as growth doubles, with hysteresis). */
+		size_t keep = c->in.len > c->want ? c->in.len : c->want, cap = READ_CHUNK;
+		while (cap < 2 * keep)
+			cap *= 2;
+		if (cap < c->in.cap)
+			(void)in_resize(c, cap); /* a failed shrink keeps the bigger buffer */
 	}
 	flush(c);
 	if (c->paused && c->reading) {
@@ -774,13 +987,36 @@ static void tls_input(prim_conn_t *c)
 			return;
 		}
 	}
-	while (t->established) {
+	while (t->established && !c->closing && !c->close_after_flush) {
+		size_t room;
 		long n;
-		if (prim__buf_reserve(&c->in, 16384 + 64) != 0) {
-			conn_close(c);
-			return;
+		if (!c->hello && c->in.len >= HELLO_MAX_FRAME) {
+			/* As much as a HELLO can be: judge it before decrypting more. */
+			process_input(c);
+			if (!c->hello)
+				break;
+			continue;
 		}
-		n = proto_tls_read(t, c->in.p + c->in.len, c->in.cap - c->in.len);
+		if (!c->hello) {
+			if (c->in.cap < IN_HELLO_CAP && in_resize(c, IN_HELLO_CAP) != 0) {
+				conn_close(c);
+				return;
+			}
+			room = HELLO_MAX_FRAME - c->in.len; /* the rest waits in mbedTLS's record */
+		} else {
+			note_front(c); /* records decrypted in this loop may have begun a frame */
+			rc = in_grow(c, 16384 + 64);
+			if (rc == PROTO_EBUSY) {
+				refuse_memory(c);
+				break;
+			}
+			if (rc != 0) {
+				conn_close(c);
+				return;
+			}
+			room = c->in.cap - c->in.len;
+		}
+		n = proto_tls_read(t, c->in.p + c->in.len, room);
 		if (n > 0) {
 			c->in.len += (size_t)n;
 			continue;
@@ -800,7 +1036,7 @@ static void tls_input(prim_conn_t *c)
 	}
 	if (c->cin.len == 0 && c->cin.cap > READ_KEEP_MAX)
 		prim__buf_free(&c->cin);
-	if (t->established)
+	if (t->established && !c->closing)
 		process_input(c);
 }
 
@@ -810,6 +1046,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	prim_t *p = c->p;
 
 	(void)buf;
+	if (nread == UV_ENOBUFS && c->over_budget) {
+		c->over_budget = false;
+		refuse_memory(c);
+		return;
+	}
 	if (nread < 0) {
 		if (nread != UV_EOF)
 			GK_DEBUG("server", "read failed", "peer=%s err=%s", c->peer,
@@ -910,10 +1151,20 @@ static void on_connection(uv_stream_t *server, int status)
  *
  * HELLO deadline: counted from accept; a peer that connects and says nothing (or dribbles a
  * HELLO) holds a slot of max-conns, so it must not keep it for long.
+ * Frame: a frame that has begun must be complete within hello-timeout-ms of its first byte,
+ * plus one second per FRAME_MIN_RATE bytes of it received so far (a frame of n bytes gets at
+ * most hello-timeout-ms + n / FRAME_MIN_RATE): every byte resets the idle clock, so without
+ * this a peer dribbling a byte now and then would hold its connection and buffer forever.
+ * Not while we are the ones not reading (paused for output room, shutting down).
  * Idle: no byte read and no write completed for idle-timeout-ms, and no write of its own
  * awaiting commit (that wait is ours, not the peer's). A peer that stopped reading its
  * replies completes no writes, so it is cut too instead of pinning its output buffers.
  */
+static uint64_t frame_limit_ms(uint32_t hello_to, size_t got)
+{
+	return hello_to + (uint64_t)got * 1000 / FRAME_MIN_RATE;
+}
+
 static void on_sweep(uv_timer_t *t)
 {
 	prim_t *p = t->data;
@@ -931,6 +1182,15 @@ static void on_sweep(uv_timer_t *t)
 		if (!c->hello && hello_to && now - c->opened_ms >= hello_to) {
 			why = "hello";
 			since = now - c->opened_ms;
+		} else if (hello_to && c->frame_open && c->reading && !c->paused &&
+			   now - c->frame_ms >= frame_limit_ms(hello_to, pending_bytes(c))) {
+			GK_WARN("server", "frame not complete in time, closing",
+				"peer=%s frame=%zu got=%zu ms=%" PRIu64 " limit_ms=%" PRIu64, c->peer,
+				c->want, pending_bytes(c), now - c->frame_ms,
+				frame_limit_ms(hello_to, pending_bytes(c)));
+			p->st.timeouts_frame++;
+			conn_close(c);
+			continue;
 		} else if (idle_to && c->inflight == 0 && now - c->active_ms >= idle_to) {
 			why = "idle";
 			since = now - c->active_ms;

@@ -28,6 +28,19 @@ usage: rawclient.py HOST:PORT COMMAND [ARGS...]
   raw-badop | raw-truncated-op | raw-badbatch | raw-unknown-type | raw-hello
                                  send one bad thing; print what came back and whether the
                                  server closed the connection ("closed" / "open")
+  raw-dup-hello | raw-badrole    the same for a second HELLO on an open session, and for a
+                                 HELLO with role 99 (the only frame sent)
+  flood MODE N LEN SEND SECONDS  N connections, each announcing a LEN-byte frame and sending
+                                 SEND bytes of it; MODE: req (a REQ before HELLO), hello (a
+                                 HELLO header of LEN bytes), session (HELLO, then a REQ). Prints
+                                 "flood conns=N open=O closed=C errors=NAME:K,..." and the first
+                                 error message, then "holding" and keeps the connections open
+                                 for SECONDS (tests read the daemon's memory meanwhile)
+  dribble INTERVAL_MS [SECONDS]  HELLO, then a PUT frame one byte every INTERVAL_MS: "closed
+                                 after=MS sent=N" (from the first byte) or "open sent=N"
+  slowput BUCKET KEY SIZE CHUNKS INTERVAL_MS
+                                 a PUT of SIZE bytes sent in CHUNKS pieces INTERVAL_MS apart
+  bigput BUCKET KEY SIZE         PUT a SIZE-byte value, GET it back: "rev=N verified=SIZE"
 GEOKV_CLUSTER and GEOKV_TOKEN (environment) go into the HELLO.
 Exit status: 0 when the command got a RESP, 1 on an ERROR reply, 2 on usage or I/O errors.
 """
@@ -180,8 +193,13 @@ def main(argv):
         print(__doc__, file=sys.stderr)
         return 2
     addr, cmd, args = argv[1], argv[2], [a.encode() for a in argv[3:]]
+    if cmd == "raw-badrole":
+        return raw_badrole(addr)
     if cmd.startswith("raw-"):
         return raw(addr, cmd, args)
+    if cmd == "flood":
+        return flood(addr, args[0].decode(), int(args[1]), int(args[2]), int(args[3]),
+                     float(args[4]))
     if cmd == "silent":
         ms = Conn(addr, hello=False).wait_closed(float(args[0]) if args else 30)
         print("open" if ms is None else "closed after=%d" % ms)
@@ -195,6 +213,12 @@ def main(argv):
         return noread(c, args[0])
     if cmd == "busy":
         return busy(c, float(args[0]), int(args[1]) / 1000.0)
+    if cmd == "dribble":
+        return dribble(c, int(args[0]) / 1000.0, float(args[1]) if len(args) > 1 else 60)
+    if cmd == "slowput":
+        return slowput(c, args[0], args[1], int(args[2]), int(args[3]), int(args[4]) / 1000.0)
+    if cmd == "bigput":
+        return bigput(c, args[0], args[1], int(args[2]))
     rev_body = lambda p: "rev=%d" % struct.unpack_from("<Q", p)[0]
     if cmd == "status":
         t, p = c.req(enc_op("status"))
@@ -315,6 +339,127 @@ def noread(c, bucket):
     return 0
 
 
+def poll_reply(c):
+    """Read what has arrived without waiting: sets c.reply (the first frame) and c.eof."""
+    c.s.setblocking(False)
+    try:
+        while True:
+            d = c.s.recv(65536)
+            if not d:
+                c.eof = True
+                break
+            c.buf += d
+    except (BlockingIOError, InterruptedError):
+        pass
+    except OSError:
+        c.eof = True
+    if c.reply is None and len(c.buf) >= 16:
+        ln, t, _, _ = struct.unpack_from("<IHHQ", c.buf)
+        if len(c.buf) >= 16 + ln:
+            p = c.buf[16:16 + ln]
+            c.reply = describe_error(p) if t == T_ERROR else "type=%d" % t
+
+
+def flood(addr, mode, n, ln, send, hold):
+    """Many connections each holding part of a big frame (the memory-pinning attack)."""
+    cluster = os.environ.get("GEOKV_CLUSTER", "").encode()
+    ftype = T_HELLO if mode == "hello" else T_REQ
+    first = min(send, 65536)
+    conns = []
+    for i in range(n):
+        c = Conn(addr, cluster=cluster, hello=(mode == "session"))
+        c.reply, c.eof = None, False
+        try:
+            c.send(struct.pack("<IHHQ", ln, ftype, 0, 100 + i) + b"\0" * first)
+        except OSError:
+            c.eof = True
+        conns.append(c)
+    time.sleep(0.3)
+    chunk = b"\0" * (1 << 20)
+    for c in conns:
+        poll_reply(c)
+        if c.reply is not None or c.eof:
+            continue
+        left = send - first
+        c.s.settimeout(10)
+        try:
+            while left > 0:
+                k = min(left, len(chunk))
+                c.s.sendall(chunk[:k])
+                left -= k
+        except (socket.timeout, TimeoutError):
+            pass
+        except OSError:
+            c.eof = True
+    time.sleep(0.5)
+    errors, first_msg = {}, ""
+    for c in conns:
+        poll_reply(c)
+        if c.reply is not None:
+            name = c.reply.split("(")[0].replace("error=", "")
+            errors[name] = errors.get(name, 0) + 1
+            first_msg = first_msg or c.reply
+    closed = sum(1 for c in conns if c.eof)
+    print("flood conns=%d open=%d closed=%d errors=%s" % (
+        n, n - closed, closed, ",".join("%s:%d" % kv for kv in sorted(errors.items())) or "none"))
+    print("first error:", first_msg or "none")
+    print("holding", flush=True)
+    time.sleep(hold)
+    return 0
+
+
+def dribble(c, interval, limit):
+    """A frame one byte at a time: each byte resets the idle clock, not the frame's."""
+    data = frame(T_REQ, 1, enc_op("put", b"b", b"k", b"v" * 4096))
+    t0, sent = time.monotonic(), 0
+    c.s.settimeout(interval)
+    while time.monotonic() - t0 < limit and sent < len(data):
+        try:
+            c.s.send(data[sent:sent + 1])
+            sent += 1
+            if not c.s.recv(65536):
+                break
+        except (socket.timeout, TimeoutError):
+            continue
+        except OSError:
+            break
+    else:
+        print("open sent=%d" % sent)
+        return 0
+    print("closed after=%d sent=%d" % ((time.monotonic() - t0) * 1000, sent))
+    return 0
+
+
+def slowput(c, bucket, key, size, chunks, interval):
+    """A big frame sent slowly but steadily: it must not be cut."""
+    data = frame(T_REQ, 1, enc_op("put", bucket, key, b"s" * size))
+    step = (len(data) + chunks - 1) // chunks
+    for i in range(0, len(data), step):
+        if i:
+            time.sleep(interval)
+        c.send(data[i:i + step])
+    t, _, p = c.recv()
+    return print_reply(t, p, lambda p: "rev=%d" % struct.unpack_from("<Q", p)[0])
+
+
+def bigput(c, bucket, key, size):
+    value = os.urandom(size)
+    t, p = c.req(enc_op("put", bucket, key, value))
+    if t != T_RESP:
+        print(describe_error(p))
+        return 1
+    rev = struct.unpack_from("<Q", p)[0]
+    t, p = c.req(enc_op("get", bucket, key))
+    if t != T_RESP:
+        print(describe_error(p))
+        return 1
+    kl = struct.unpack_from("<H", p)[0]
+    vl = struct.unpack_from("<I", p, 2 + kl)[0]
+    got = p[6 + kl:6 + kl + vl]
+    print("rev=%d verified=%d" % (rev, len(got) if got == value else -1))
+    return 0 if got == value else 1
+
+
 def verify(c, bucket, ackfile):
     """GET every key listed in ackfile (pipelined); all must be present."""
     keys = [k for k in open(ackfile).read().split("\n") if k]
@@ -333,6 +478,23 @@ def verify(c, bucket, ackfile):
                     print("missing", chunk[rid - 1], describe_error(p))
     print("present=%d missing=%d" % (present, missing))
     return 0 if missing == 0 else 1
+
+
+def raw_badrole(addr):
+    """A HELLO with role 99 (no proto_role): refused, then closed."""
+    cluster = os.environ.get("GEOKV_CLUSTER", "").encode()
+    token = os.environ.get("GEOKV_TOKEN", "").encode()
+    c = Conn(addr, hello=False)
+    c.send(frame(T_HELLO, 0, struct.pack("<HB", 1, 99) + b8(cluster) + b16(token)))
+    try:
+        t, _, p = c.recv()
+        reply = describe_error(p) if t == T_ERROR else "type=%d" % t
+    except EOFError:
+        reply = "no-reply"
+    except (socket.timeout, TimeoutError):
+        reply = "timeout"
+    print(reply, "closed" if c.closed() else "open")
+    return 0
 
 
 def raw(addr, cmd, args):
@@ -366,6 +528,10 @@ def raw(addr, cmd, args):
         c.send(frame(T_REQ, 12, struct.pack("<BI", OP["batch"], 2) + inner + b"\x20\x01"))
     elif cmd == "raw-unknown-type":
         c.send(frame(99, 13, b""))
+    elif cmd == "raw-dup-hello":
+        # A second HELLO on an open session: a session error, then closed.
+        token = os.environ.get("GEOKV_TOKEN", "").encode()
+        c.send(frame(T_HELLO, 0, struct.pack("<HB", 1, 1) + b8(cluster) + b16(token)))
     else:
         print("unknown raw command", cmd, file=sys.stderr)
         return 2
