@@ -28,6 +28,10 @@
 static const proto_conf_setting_t settings[] = {
 	SET("gateway", "listen", STR, listen, "0.0.0.0:8443", "HOST:PORT to listen on",
 	    .short_opt = 'l'),
+	SET("gateway", "metrics_listen", STR, metrics_listen, NULL,
+	    "HOST:PORT of a plain-HTTP listener serving only /metrics; empty = none"),
+	SET("gateway", "metrics_on_public", BOOL, metrics_on_public, "false",
+	    "also serve /metrics on the public (HTTPS) listener"),
 	SET("gateway", "data", STR, data, NULL, "the node's state/ directory (LMDB store, nodestat)",
 	    .short_opt = 'd'),
 	SET("gateway", "bucket", STR, bucket, "default", "bucket served by /kv/<key>",
@@ -75,7 +79,8 @@ static const proto_conf_setting_t settings[] = {
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
 static const char intro[] =
-	"HTTPS gateway: GET/HEAD /kv/<key>, /healthz, /readyz, /livez, /metrics.\n"
+	"HTTPS gateway: GET/HEAD /kv/<key>, /healthz, /readyz, /livez; /metrics on\n"
+	"--metrics-listen (plain HTTP), or on the public port with --metrics-on-public.\n"
 	"Signals: SIGHUP reloads the certificate; SIGTERM/SIGINT stop gracefully.\n";
 
 static void conf_init(proto_conf_t *pc, gw_config_t *c)

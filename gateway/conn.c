@@ -64,6 +64,7 @@ typedef struct gw_conn {
 	struct gw_conn *wnext;
 	struct gw_conn *ynext;       /* w->yielded list */
 	bool yielded;                /* requests left after a burst: resumed by w->resume */
+	bool mconn;                  /* accepted on the metrics listener: plain HTTP, /metrics only */
 	uint32_t burst;              /* requests answered in this pump */
 	gw_http_t http;
 	bool http_ready;
@@ -95,7 +96,7 @@ static void close_now(gw_conn_t *c);
 static void start_reading(gw_conn_t *c);
 static void close_soft(gw_conn_t *c);
 
-static bool tls_on(const gw_conn_t *c) { return !c->w->m->cfg.plain; }
+static bool tls_on(const gw_conn_t *c) { return !c->w->m->cfg.plain && !c->mconn; }
 static uint64_t now_ms(gw_conn_t *c) { return uv_now(&c->w->loop); }
 
 /* ---- output ------------------------------------------------------------------------- */
@@ -339,6 +340,7 @@ static bool process_requests(gw_conn_t *c)
 			return true;
 		}
 		c->route_rc = gw_route_parse(c->req.url, c->req.url_len, &c->target);
+		gw_route_restrict(&c->target, &c->route_rc, c->mconn, w->m->cfg.metrics_on_public);
 		c->wait_until = 0;
 		if (answer(c))
 			return true;
@@ -659,6 +661,8 @@ static void conn_release(gw_conn_t *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	w->nconns--;
+	if (c->mconn)
+		w->nmconns--;
 	proto_metrics_inc(&w->stats.conns_open, (uint64_t)-1);
 	if (w->npool >= POOL_MAX || (c->gen != NULL && c->gen != w->tls) || w->stopping) {
 		conn_free(c);
@@ -782,7 +786,7 @@ static gw_conn_t *conn_get(gw_worker_t *w)
 	}
 	c->w = w;
 	c->prev = c->next = c->wnext = c->ynext = NULL;
-	c->yielded = false;
+	c->yielded = c->mconn = false;
 	c->burst = 0;
 	c->cin_len = c->wlen = c->plen = c->hlen = 0;
 	c->in_work = c->handle_closed = c->hs_capture = false;
@@ -796,16 +800,18 @@ static gw_conn_t *conn_get(gw_worker_t *w)
 	return c;
 }
 
-void gw__conn_accept(gw_worker_t *w)
+void gw__conn_accept(gw_worker_t *w, bool metrics)
 {
+	uv_stream_t *listener = metrics ? (uv_stream_t *)&w->mlistener : (uv_stream_t *)&w->listener;
 	gw_conn_t *c = conn_get(w);
+	bool over;
 	int rc;
 
 	if (c == NULL) {
 		/* Out of memory: accept and drop, or the listener would spin on this client. */
 		uv_tcp_t tmp;
 		uv_tcp_init(&w->loop, &tmp);
-		(void)uv_accept((uv_stream_t *)&w->listener, (uv_stream_t *)&tmp);
+		(void)uv_accept(listener, (uv_stream_t *)&tmp);
 		uv_close((uv_handle_t *)&tmp, NULL);
 		uv_run(&w->loop, UV_RUN_NOWAIT);
 		return;
@@ -818,14 +824,19 @@ void gw__conn_accept(gw_worker_t *w)
 		w->conns->prev = c;
 	w->conns = c;
 	w->nconns++;
+	c->mconn = metrics;
+	if (metrics)
+		w->nmconns++;
 	proto_metrics_inc(&w->stats.conns_open, 1);
-	if ((rc = uv_accept((uv_stream_t *)&w->listener, (uv_stream_t *)&c->tcp)) != 0) {
+	if ((rc = uv_accept(listener, (uv_stream_t *)&c->tcp)) != 0) {
 		c->had_error = true;
 		close_now(c);
 		return;
 	}
 	proto_metrics_inc(&w->stats.conns_total, 1);
-	if (w->nconns > w->max_conns || w->stopping) {
+	/* Scrapes have their own small cap, so a full public side does not blind monitoring. */
+	over = metrics ? w->nmconns > GW_METRICS_MAX_CONNS : w->nconns - w->nmconns > w->max_conns;
+	if (over || w->stopping) {
 		/* Graceful refusal: plain clients get a 503 they can act on; TLS clients get a
 		 * clean close, because a handshake is the expensive thing we are short of. */
 		proto_metrics_inc(&w->stats.conns_refused, 1);

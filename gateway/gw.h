@@ -42,6 +42,8 @@ typedef struct gw_limits {
 typedef struct gw_config {
 	char *config_file;
 	char *listen;                /* "HOST:PORT" */
+	char *metrics_listen;        /* "HOST:PORT" of a plain-HTTP listener for /metrics; NULL = none */
+	bool metrics_on_public;      /* also answer /metrics on the public listener (default false) */
 	char *data;                  /* the node's state/ directory */
 	char *bucket;                /* default bucket */
 	bool plain;                  /* plain HTTP instead of TLS */
@@ -148,6 +150,10 @@ typedef struct gw_target {
 int gw_pct_decode(const char *s, size_t n, char *out, size_t cap, size_t *outlen);
 /* Split target into route, key, query. Returns 0, or 400 with t->err set. */
 int gw_route_parse(const char *url, size_t len, gw_target_t *t);
+/* Which routes a listener serves: the metrics listener (metrics_port) only /metrics; the
+ * public listener everything but /metrics, and /metrics too when metrics_on_public. A route
+ * not served here becomes GW_R_OTHER with *rc = 0 (a plain 404, as for an unknown path). */
+void gw_route_restrict(gw_target_t *t, int *rc, bool metrics_port, bool metrics_on_public);
 /* Does an If-None-Match value match the ETag "<rev>"? (weak comparison, "*" matches) */
 bool gw_inm_match(const char *v, size_t n, uint64_t rev);
 
@@ -248,6 +254,8 @@ typedef struct gw_worker {
 	uv_loop_t loop;
 	uv_thread_t thread;
 	uv_tcp_t listener;
+	uv_tcp_t mlistener;          /* worker 0 only, with gateway.metrics_listen: plain /metrics */
+	bool has_mlistener;
 	uv_timer_t tick;             /* 100 ms: timeouts, date, nodestat reopen */
 	uv_timer_t wait_timer;       /* 1 ms while a ?min_rev request waits */
 	uv_async_t wake;             /* reload / stop from the main thread */
@@ -271,6 +279,7 @@ typedef struct gw_worker {
 	struct gw_conn *yielded;     /* connections with requests left after a burst */
 	struct gw_conn *pool;        /* closed connections kept for reuse */
 	uint32_t nconns, npool, max_conns;
+	uint32_t nmconns;            /* of nconns, those on the metrics listener */
 	bool stopping, stopped;
 	uint64_t stop_deadline_ms;
 	int start_rc;
@@ -289,6 +298,8 @@ typedef struct gw_main {
 	uint32_t nworkers;
 	char host[256];
 	int port;
+	char mhost[256];             /* gateway.metrics_listen, parsed; mport 0 = none */
+	int mport;
 	uint32_t test_hs_delay_ms;   /* GEOKV_GW_TEST_HS_DELAY_MS: tests make pool steps slow */
 } gw_main_t;
 
@@ -296,8 +307,12 @@ int gw_worker_start(gw_worker_t *w);     /* spawns the thread; waits until it li
 void gw_worker_join(gw_worker_t *w);
 void gw_worker_wake(gw_worker_t *w);     /* thread-safe: check reload / stop */
 
-/* conn.c, called by worker.c */
-void gw__conn_accept(gw_worker_t *w);
+/* Connections on the metrics listener, per process (it lives on worker 0); more wait. */
+#define GW_METRICS_MAX_CONNS 64
+
+/* conn.c, called by worker.c; `metrics`: accepted on the metrics listener (plain HTTP, only
+ * /metrics) instead of the public one */
+void gw__conn_accept(gw_worker_t *w, bool metrics);
 void gw__conn_tick(gw_worker_t *w, uint64_t now_ms);
 void gw__conn_wait_tick(gw_worker_t *w, uint64_t now_ms);
 void gw__conn_stop_all(gw_worker_t *w, bool force);

@@ -15,10 +15,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "proto/log.h"
 
-static int parse_listen(gw_main_t *m, const char *s)
+static int parse_listen(const char *s, char *host, size_t hcap, int *port_out)
 {
 	const char *colon;
 	size_t hl;
@@ -30,25 +31,88 @@ static int parse_listen(gw_main_t *m, const char *s)
 		if (rb == NULL || rb[1] != ':')
 			return -EINVAL;
 		hl = (size_t)(rb - s - 1);
-		if (hl >= sizeof m->host)
+		if (hl >= hcap)
 			return -EINVAL;
-		memcpy(m->host, s + 1, hl);
-		m->host[hl] = '\0';
+		memcpy(host, s + 1, hl);
+		host[hl] = '\0';
 		colon = rb + 1;
 	} else {
 		colon = strrchr(s, ':');
 		if (colon == NULL)
 			return -EINVAL;
 		hl = (size_t)(colon - s);
-		if (hl >= sizeof m->host)
+		if (hl >= hcap)
 			return -EINVAL;
-		memcpy(m->host, s, hl);
-		m->host[hl] = '\0';
+		memcpy(host, s, hl);
+		host[hl] = '\0';
 	}
 	port = strtol(colon + 1, &end, 10);
 	if (*end != '\0' || port <= 0 || port > 65535)
 		return -EINVAL;
-	m->port = (int)port;
+	*port_out = (int)port;
+	return 0;
+}
+
+/*
+ * LMDB readers must register in the environment's lock file (lock.mdb): the writer then knows
+ * which snapshot each reader uses and does not reuse those pages. When lock.mdb sits on a
+ * read-only file system (a read-only bind mount of state/, say), LMDB opens an MDB_RDONLY
+ * environment *without* a lock table and read transactions register nowhere: the node may
+ * overwrite pages the gateway is reading, and answers can be torn or wrong without any error.
+ * So after opening, begin one read transaction and check that the reader table lists it (our
+ * pid and its txn id); refuse to start otherwise. 0, or -1 with `why` filled.
+ */
+struct reader_find {
+	pid_t pid;
+	size_t txnid;
+	bool no_table, found;
+};
+
+static int reader_line(const char *msg, void *ctx)
+{
+	struct reader_find *f = ctx;
+	int pid;
+	size_t tid, txnid;
+
+	/* "(no reader locks)" in LMDB 0.9.24, "(no reader locktable)" in later releases */
+	if (strstr(msg, "(no reader lock") != NULL)
+		f->no_table = true;
+	else if (sscanf(msg, "%d %zx %zu", &pid, &tid, &txnid) == 3 && pid == (int)f->pid &&
+		 txnid == f->txnid)
+		f->found = true;
+	return 0;
+}
+
+static int check_reader_slot(kv_store_t *store, char *why, size_t n)
+{
+	MDB_env *env = kv_env(store);
+	struct reader_find f = {.pid = getpid()};
+	kv_rtxn_t t = {0};
+	unsigned flags = 0;
+	int rc;
+
+	if (mdb_env_get_flags(env, &flags) == 0 && (flags & MDB_NOLOCK)) {
+		snprintf(why, n, "the environment is open with MDB_NOLOCK");
+		return -1;
+	}
+	if ((rc = kv_read_begin(store, &t)) != 0) {
+		snprintf(why, n, "cannot begin a read transaction: %s", geokv_errname(rc));
+		kv_read_close(&t);
+		return -1;
+	}
+	f.txnid = mdb_txn_id(t.txn);
+	rc = mdb_reader_list(env, reader_line, &f);
+	kv_read_end(&t);
+	kv_read_close(&t);
+	if (f.no_table) {
+		snprintf(why, n, "lock.mdb could not be opened for writing (read-only file system?), "
+				 "so LMDB runs without a reader table");
+		return -1;
+	}
+	if (rc < 0 || !f.found) {
+		snprintf(why, n, "our read transaction is not in lock.mdb's reader table");
+		return -1;
+	}
 	return 0;
 }
 
@@ -106,13 +170,29 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	geokv_log_set_level(lvl);
-	if (parse_listen(&m, m.cfg.listen) != 0) {
+	if (parse_listen(m.cfg.listen, m.host, sizeof m.host, &m.port) != 0) {
 		GK_ERROR("gateway", "invalid setting", "key=gateway.listen value=\"%s\"", m.cfg.listen);
+		return 2;
+	}
+	if (m.cfg.metrics_listen != NULL && m.cfg.metrics_listen[0] != '\0' &&
+	    parse_listen(m.cfg.metrics_listen, m.mhost, sizeof m.mhost, &m.mport) != 0) {
+		GK_ERROR("gateway", "invalid setting", "key=gateway.metrics_listen value=\"%s\"",
+			 m.cfg.metrics_listen);
 		return 2;
 	}
 	rc = kv_open(&m.store, m.cfg.data, &kopts);
 	if (rc != 0) {
-		GK_ERROR("gateway", "cannot open store", "dir=%s err=%s", m.cfg.data, geokv_errname(rc));
+		GK_ERROR("gateway", "cannot open store", "dir=%s err=%s%s", m.cfg.data,
+			 geokv_errname(rc), rc == -EACCES || rc == -EROFS
+			 ? " hint=\"the gateway needs write access to lock.mdb\"" : "");
+		return 1;
+	}
+	if (check_reader_slot(m.store, err, sizeof err) != 0) {
+		GK_ERROR("gateway", "store readers cannot register, refusing to start",
+			 "dir=%s lock=%s/lock.mdb err=\"%s\" hint=\"the gateway needs write access "
+			 "to lock.mdb (mount state/ read-write; data.mdb may stay read-only)\"",
+			 m.cfg.data, m.cfg.data, err);
+		kv_close(m.store);
 		return 1;
 	}
 	uv_mutex_init(&m.pem_lock);
@@ -153,14 +233,22 @@ int main(int argc, char **argv)
 		if (gw_worker_start(&m.workers[started]) != 0)
 			break;
 	if (started < m.nworkers) {
+		/* Only the started ones: the failed worker's loop and handles are closed already. */
 		atomic_store(&m.stop, true);
-		wake_all(&m);
+		for (uint32_t i = 0; i < started; i++)
+			gw_worker_wake(&m.workers[i]);
 		for (uint32_t i = 0; i < started; i++)
 			gw_worker_join(&m.workers[i]);
 		return 1;
 	}
 	GK_INFO("gateway", "listening", "addr=%s:%d workers=%u tls=%s data=%s bucket=%s", m.host,
 		m.port, m.nworkers, m.cfg.plain ? "off" : "on", m.cfg.data, m.cfg.bucket);
+	if (m.mport != 0)
+		GK_INFO("gateway", "metrics listening", "addr=%s:%d tls=off public=%s", m.mhost,
+			m.mport, m.cfg.metrics_on_public ? "on" : "off");
+	else if (!m.cfg.metrics_on_public)
+		GK_INFO("gateway", "metrics not served",
+			"hint=\"set gateway.metrics_listen, or gateway.metrics_on_public = true\"");
 
 	loop = uv_default_loop();
 	uv_signal_init(loop, &sig_hup);

@@ -7,9 +7,9 @@
  * with memcpy and a hand-rolled integer printer straight into the output staging; no malloc
  * and no printf.
  *
- * /healthz and /readyz read only the node-status page (core/nodestat.h): no LMDB access, so
- * they answer in microseconds even when the disk is slow, which is what a GTM's short
- * timeout needs.
+ * /healthz and /readyz read the node-status page (core/nodestat.h), so they answer in
+ * microseconds even when the disk is slow, which is what a GTM's short timeout needs; LMDB is
+ * read only to confirm an empty store (the page says revision 0, or there is no page).
  */
 #include "gateway/gw.h"
 
@@ -117,19 +117,43 @@ static const char *role_name(uint32_t r)
 	return r == PROTO_ROLE_LEAF ? "leaf" : r == PROTO_ROLE_PRIMARY ? "primary" : "unknown";
 }
 
-/* Returns NULL when healthy, else the reason; fills d (zeroed when there is no node). */
+/* "empty store" when the store itself (this worker's read transaction) is at revision 0,
+ * "store unavailable" when it cannot be read, else NULL. */
+static const char *store_empty(gw_ctx_t *x)
+{
+	if (x->store == NULL || begin_read(x) != 0)
+		return "store unavailable";
+	return kv_txn_revision(x->rtxn) == 0 ? "empty store" : NULL;
+}
+
+/*
+ * Returns NULL when healthy, else the reason; fills d (zeroed when there is no node).
+ *
+ * A store that never received data is never healthy: a GTM would send users to a location
+ * that answers 404 for every key. "Empty" is revision 0 (nothing was ever applied that
+ * wrote data; applied index 0 implies it), checked against the store itself so that a
+ * status page published before the node read its store cannot make a full store look
+ * empty; the LMDB read happens only on that unhealthy path. "Not caught up" is a status page
+ * without KV_NS_CAUGHT_UP: the node has not yet applied everything its feed/leader had
+ * committed since it started (a restarted or brand-new node replaying), whatever the lag
+ * bounds say.
+ */
 static const char *health_reason(gw_ctx_t *x, kv_nodestat_data_t *d, uint64_t *age, bool *have)
 {
 	const gw_config_t *c = x->cfg;
 	uint64_t now = kv_nodestat_now_ms();
+	const char *why;
 
 	memset(d, 0, sizeof *d);
 	*age = 0;
 	*have = x->ns != NULL && x->ns->page != NULL && kv_nodestat_read(x->ns, d) == 0;
 	if (x->store == NULL)
 		return "store unavailable";
-	if (!*have)
-		return c->health_require_node ? "no node status" : NULL;
+	if (!*have) {
+		if (c->health_require_node)
+			return "no node status";
+		return store_empty(x);
+	}
 	*age = now > d->contact_ms ? now - d->contact_ms : 0;
 	if (d->pid == 0 || (d->flags & KV_NS_STOPPING))
 		return "node stopped";
@@ -139,6 +163,10 @@ static const char *health_reason(gw_ctx_t *x, kv_nodestat_data_t *d, uint64_t *a
 		return d->role == PROTO_ROLE_PRIMARY ? "no leader" : "feed disconnected";
 	if (*age > c->health_max_contact_age_ms)
 		return "no recent contact";
+	if (d->revision == 0 && (why = store_empty(x)) != NULL)
+		return why;
+	if (!(d->flags & KV_NS_CAUGHT_UP))
+		return "not caught up";
 	if (d->lag_entries > c->health_max_lag_entries)
 		return "lag entries over bound";
 	if (d->lag_ms > c->health_max_lag_ms)

@@ -145,6 +145,17 @@ int gw_route_parse(const char *url, size_t len, gw_target_t *t)
 	return 0;
 }
 
+void gw_route_restrict(gw_target_t *t, int *rc, bool metrics_port, bool metrics_on_public)
+{
+	bool is_metrics = t->route == GW_R_METRICS;
+
+	if (metrics_port ? !is_metrics : is_metrics && !metrics_on_public) {
+		t->route = GW_R_OTHER;
+		t->err = NULL;
+		*rc = 0;
+	}
+}
+
 /*
  * RFC 9110 If-None-Match: "*" or a comma list of entity tags, each optionally W/-prefixed;
  * weak comparison, so W/"5" matches our "5". Anything unparsable does not match (the client

@@ -102,6 +102,8 @@ static void close_handles(gw_worker_t *w)
 		uv_close((uv_handle_t *)&w->wake, NULL);
 	if (!uv_is_closing((uv_handle_t *)&w->listener))
 		uv_close((uv_handle_t *)&w->listener, NULL);
+	if (w->has_mlistener && !uv_is_closing((uv_handle_t *)&w->mlistener))
+		uv_close((uv_handle_t *)&w->mlistener, NULL);
 }
 
 static void tick_cb(uv_timer_t *t)
@@ -151,6 +153,8 @@ static void wake_cb(uv_async_t *a)
 		/* Stop accepting first, so the kernel sends new clients to nobody (other
 		 * instances behind the GTM take them), then let open requests finish. */
 		uv_close((uv_handle_t *)&w->listener, NULL);
+		if (w->has_mlistener)
+			uv_close((uv_handle_t *)&w->mlistener, NULL);
 		gw__conn_stop_all(w, false);
 	}
 }
@@ -163,23 +167,23 @@ static void on_connection(uv_stream_t *s, int status)
 		GK_WARN("gateway", "accept failed", "worker=%u err=%s", w->id, uv_err_name(status));
 		return;
 	}
-	gw__conn_accept(w);
+	gw__conn_accept(w, s == (uv_stream_t *)&w->mlistener);
 }
 
-/* libuv 1.44 has no SO_REUSEPORT flag: make the socket ourselves. */
-static int listen_fd(gw_worker_t *w, int *out)
+/* libuv 1.44 has no SO_REUSEPORT flag: make the socket ourselves. `reuseport` for the
+ * public listener (one per worker); the metrics listener is a single socket. */
+static int listen_fd(const char *host, int portn, bool reuseport, int *out)
 {
-	gw_main_t *m = w->m;
 	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
 				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
 	struct addrinfo *ai = NULL;
 	char port[16];
 	int fd = -1, one = 1, rc;
 
-	snprintf(port, sizeof port, "%d", m->port);
-	rc = getaddrinfo(m->host[0] ? m->host : NULL, port, &hints, &ai);
+	snprintf(port, sizeof port, "%d", portn);
+	rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &ai);
 	if (rc != 0) {
-		GK_ERROR("gateway", "cannot resolve listen address", "host=%s err=\"%s\"", m->host,
+		GK_ERROR("gateway", "cannot resolve listen address", "host=%s err=\"%s\"", host,
 			 gai_strerror(rc));
 		return -EINVAL;
 	}
@@ -187,7 +191,7 @@ static int listen_fd(gw_worker_t *w, int *out)
 	if (fd < 0)
 		goto fail;
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+	    (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) ||
 	    bind(fd, ai->ai_addr, ai->ai_addrlen) != 0)
 		goto fail;
 	freeaddrinfo(ai);
@@ -198,7 +202,7 @@ fail:
 	if (fd >= 0)
 		close(fd);
 	freeaddrinfo(ai);
-	GK_ERROR("gateway", "cannot listen", "addr=%s:%d err=\"%s\"", m->host, m->port, strerror(-rc));
+	GK_ERROR("gateway", "cannot listen", "addr=%s:%d err=\"%s\"", host, portn, strerror(-rc));
 	return rc;
 }
 
@@ -264,12 +268,26 @@ int gw_worker_start(gw_worker_t *w)
 	w->tick.data = w->wait_timer.data = w->wake.data = w->resume.data = w;
 	uv_tcp_init(&w->loop, &w->listener);
 	w->listener.data = w;
-	if ((rc = listen_fd(w, &fd)) != 0)
+	if ((rc = listen_fd(m->host, m->port, true, &fd)) != 0)
 		goto fail;
 	if ((rc = uv_tcp_open(&w->listener, fd)) != 0 ||
 	    (rc = uv_listen((uv_stream_t *)&w->listener, (int)m->cfg.backlog, on_connection)) != 0) {
 		GK_ERROR("gateway", "cannot listen", "err=%s", uv_err_name(rc));
 		goto fail;
+	}
+	if (w->id == 0 && m->mport != 0) {
+		/* /metrics on its own plain-HTTP socket, served by worker 0 (a scrape is rare). */
+		uv_tcp_init(&w->loop, &w->mlistener);
+		w->mlistener.data = w;
+		w->has_mlistener = true;
+		if ((rc = listen_fd(m->mhost, m->mport, false, &fd)) != 0)
+			goto fail;
+		if ((rc = uv_tcp_open(&w->mlistener, fd)) != 0 ||
+		    (rc = uv_listen((uv_stream_t *)&w->mlistener, 64, on_connection)) != 0) {
+			GK_ERROR("gateway", "cannot listen", "addr=%s:%d err=%s", m->mhost, m->mport,
+				 uv_err_name(rc));
+			goto fail;
+		}
 	}
 	uv_timer_start(&w->tick, tick_cb, 100, 100);
 	if ((rc = uv_thread_create(&w->thread, thread_main, w)) != 0)

@@ -8,6 +8,15 @@
  * and counted. Thread-safe: each line is formatted into a stack buffer and written with one
  * write(2), so lines from several threads or processes never interleave (up to PIPE_BUF).
  *
+ * Under systemd, when stderr is the journal (JOURNAL_STREAM names stderr's device and inode),
+ * each line starts with its syslog priority, sd-daemon(3) style, so journald stores the level
+ * (`journalctl -p warning` works) and strips the prefix:
+ *
+ *   <6>2026-11-23T10:00:00.123Z INFO raft became leader term=7 node=2
+ *
+ * <7> debug, <6> info, <4> warn, <3> error. Anywhere else (a terminal, a file, a pipe, stderr
+ * redirected away from the journal) there is no prefix.
+ *
  * Lives in proto/ because every daemon and the CLI already depend on proto.
  */
 #ifndef GEOKV_PROTO_LOG_H
@@ -18,6 +27,9 @@ enum geokv_log_level { GEOKV_LOG_DEBUG = 0, GEOKV_LOG_INFO, GEOKV_LOG_WARN, GEOK
 /* Lines below this level are dropped (default INFO). Not synchronised: set at start-up. */
 void geokv_log_set_level(enum geokv_log_level lvl);
 enum geokv_log_level geokv_log_get_level(void);
+
+/* 1 when stderr is the systemd journal stream (lines get a "<N>" priority prefix), else 0. */
+int geokv_log_to_journal(void);
 
 /* Parse "debug|info|warn|error" (any case); 0 on success, -EINVAL otherwise. */
 int geokv_log_parse_level(const char *s, enum geokv_log_level *out);

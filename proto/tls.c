@@ -1,5 +1,12 @@
 /*
  * mbedTLS 2.28 set-up and a callback BIO (proto/tls.h).
+ *
+ * Public mbedTLS headers only (a test compiles this file with mbedtls/ssl_internal.h made
+ * unusable). Two things the offload logic needs have no public getter:
+ *   - whether a handshake resumes a session: learnt from our own wrappers of the session
+ *     ticket and session cache callbacks, which are public API (a ticket or cache entry that
+ *     restores the session is exactly what makes mbedTLS resume);
+ *   - the handshake's state, read in one place, hs_state(), see there.
  */
 #include "proto/tls.h"
 
@@ -11,7 +18,7 @@
 #include <mbedtls/ecdsa.h>
 #include <mbedtls/error.h>
 #include <mbedtls/net_sockets.h> /* MBEDTLS_ERR_NET_SEND_FAILED */
-#include <mbedtls/ssl_internal.h> /* handshake->resume: the only way 2.28 tells a resumption */
+#include <mbedtls/version.h>
 
 #include "proto/errors.h"
 
@@ -244,6 +251,52 @@ void proto_tls_shared_free(proto_tls_shared_t *sh)
 	mbedtls_entropy_free(&sh->entropy);
 }
 
+/* ---- resumption, through the public callbacks ---------------------------------------- */
+
+/* The connection whose handshake step runs on this thread (set around every step, on the
+ * loop or on a pool thread); the ticket and cache callbacks run inside that step. */
+static _Thread_local proto_tls_conn_t *hs_conn;
+
+static int ticket_parse(void *p_ticket, mbedtls_ssl_session *session, unsigned char *buf,
+			size_t len)
+{
+	int rc = mbedtls_ssl_ticket_parse(p_ticket, session, buf, len);
+
+	if (rc == 0 && hs_conn != NULL)
+		hs_conn->resumed = true; /* mbedTLS resumes a session whose ticket parses */
+	return rc;
+}
+
+#if MBEDTLS_VERSION_MAJOR >= 3
+static int cache_get(void *data, unsigned char const *id, size_t id_len,
+		     mbedtls_ssl_session *session)
+{
+	int rc = mbedtls_ssl_cache_get(data, id, id_len, session);
+#else
+static int cache_get(void *data, mbedtls_ssl_session *session)
+{
+	int rc = mbedtls_ssl_cache_get(data, session);
+#endif
+	if (rc == 0 && hs_conn != NULL)
+		hs_conn->resumed = true; /* ... and one found in the session-id cache */
+	return rc;
+}
+
+/*
+ * The handshake's state (enum mbedtls_ssl_states). mbedTLS has no getter: 2.28 declares the
+ * field in the public mbedtls_ssl_context (ssl.h), 3.x keeps it as MBEDTLS_PRIVATE(state)
+ * (and offers only mbedtls_ssl_is_handshake_over()). Deciding which step is costly enough
+ * for the pool needs the state, so this is the one place that reads it: port it here.
+ */
+static int hs_state(const mbedtls_ssl_context *s)
+{
+#if MBEDTLS_VERSION_MAJOR >= 3
+	return s->MBEDTLS_PRIVATE(state);
+#else
+	return s->state;
+#endif
+}
+
 /* ---- per-thread conf ----------------------------------------------------------------- */
 
 /*
@@ -293,6 +346,7 @@ int proto_tls_conf_init(proto_tls_conf_t *c, const proto_tls_opts_t *o, const pr
 	mbedtls_x509_crt_init(&c->ca);
 	mbedtls_pk_init(&c->key);
 	c->server_name = o->server_name;
+	c->server = o->server;
 
 	rc = mbedtls_ctr_drbg_seed(&c->drbg, mbedtls_entropy_func, &c->entropy,
 				   (const unsigned char *)pers, sizeof pers - 1);
@@ -393,9 +447,9 @@ int proto_tls_conf_init(proto_tls_conf_t *c, const proto_tls_opts_t *o, const pr
 	if (o->server && sh != NULL) {
 		if (sh->tickets)
 			mbedtls_ssl_conf_session_tickets_cb(&c->conf, mbedtls_ssl_ticket_write,
-							    mbedtls_ssl_ticket_parse, &sh->ticket);
+							    ticket_parse, &sh->ticket);
 		if (sh->cache_on)
-			mbedtls_ssl_conf_session_cache(&c->conf, &sh->cache, mbedtls_ssl_cache_get,
+			mbedtls_ssl_conf_session_cache(&c->conf, &sh->cache, cache_get,
 						       mbedtls_ssl_cache_set);
 	}
 	return 0;
@@ -491,22 +545,22 @@ static int map_err(proto_tls_conn_t *t, int rc)
 
 bool proto_tls_handshake_costly(const proto_tls_conn_t *t)
 {
-	const mbedtls_ssl_context *s = &t->ssl;
+	int st = hs_state(&t->ssl);
 
-	if (t->established || s->handshake == NULL || s->handshake->resume)
+	/* A resumed handshake has no public-key step (and never reaches these states). */
+	if (t->established || t->resumed || t->conf == NULL)
 		return false;
-	if (s->conf->endpoint == MBEDTLS_SSL_IS_SERVER) {
+	if (t->conf->server) {
 		/* ServerKeyExchange: ECDHE key generation and the signature; ClientKeyExchange:
 		 * the ECDHE shared secret. Reading the client's message only pays off once some
 		 * of it is here (else the step just asks for input). */
-		if (s->state == MBEDTLS_SSL_SERVER_KEY_EXCHANGE)
+		if (st == MBEDTLS_SSL_SERVER_KEY_EXCHANGE)
 			return true;
-		return s->state == MBEDTLS_SSL_CLIENT_KEY_EXCHANGE && t->in_len > 0;
+		return st == MBEDTLS_SSL_CLIENT_KEY_EXCHANGE && t->in_len > 0;
 	}
 	/* Client: verifying the server's chain and signature, and its own ECDHE. */
-	return s->state == MBEDTLS_SSL_SERVER_CERTIFICATE ||
-	       s->state == MBEDTLS_SSL_SERVER_KEY_EXCHANGE ||
-	       s->state == MBEDTLS_SSL_CLIENT_KEY_EXCHANGE;
+	return st == MBEDTLS_SSL_SERVER_CERTIFICATE || st == MBEDTLS_SSL_SERVER_KEY_EXCHANGE ||
+	       st == MBEDTLS_SSL_CLIENT_KEY_EXCHANGE;
 }
 
 static int handshake_run(proto_tls_conn_t *t, bool stop_costly)
@@ -515,13 +569,12 @@ static int handshake_run(proto_tls_conn_t *t, bool stop_costly)
 
 	if (t->established)
 		return 0;
-	while (t->ssl.state != MBEDTLS_SSL_HANDSHAKE_OVER) {
+	while (hs_state(&t->ssl) != MBEDTLS_SSL_HANDSHAKE_OVER) {
 		if (stop_costly && proto_tls_handshake_costly(t))
 			return PROTO_EBUSY;
+		hs_conn = t; /* for ticket_parse / cache_get, called inside the step */
 		rc = mbedtls_ssl_handshake_step(&t->ssl);
-		/* The handshake params (and their resume flag) are freed when it completes. */
-		if (t->ssl.handshake != NULL && t->ssl.handshake->resume)
-			t->resumed = true;
+		hs_conn = NULL;
 		if (rc != 0)
 			return map_err(t, rc);
 	}

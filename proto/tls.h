@@ -107,6 +107,7 @@ typedef struct proto_tls_conf {
 	char alpn_buf[64];
 	const char *alpn[PROTO_TLS_MAX_ALPN + 1];
 	const char *server_name;
+	bool server;                      /* o->server */
 	int refs;                         /* caller's reference count (connections using it) */
 } proto_tls_conf_t;
 
@@ -136,7 +137,10 @@ typedef struct proto_tls_conn {
 	proto_tls_send_fn send;
 	void *send_ctx;
 	int tls_err;                      /* last mbedTLS error code, for logs */
-	bool established, resumed;
+	bool established;
+	bool resumed;                     /* server: the handshake resumed a session (ticket or
+					   * session-id cache); known once established. Client:
+					   * always false (the client library does not resume) */
 	bool ready;                       /* mbedtls_ssl_setup done */
 } proto_tls_conn_t;
 

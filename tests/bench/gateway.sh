@@ -139,7 +139,7 @@ echo "metric gateway.bench.load.keys_per_s $(python3 -c "print(round($keys/($t1-
 GP=$(free_port)
 "$gw" --data "$tmp/state" --listen "127.0.0.1:$GP" --cert "$tmp/certs/server.crt" \
 	--key "$tmp/certs/server.key" --workers "$workers" --set tls.ciphersuites=$SUITE \
-	--set health.require_node=false --set limits.max_req_rate=0 --set gateway.max_conns=20000 \
+	--set gateway.metrics_on_public=true --set health.require_node=false --set limits.max_req_rate=0 --set gateway.max_conns=20000 \
 	--log-level warn >"$tmp/gw.log" 2>&1 &
 GWPID=$!; pids+=("$GWPID")
 

@@ -10,8 +10,9 @@ PRIM=$1 GW=$2 CLI=$3 ROOT=$4
 tap_start
 
 "$ROOT/deploy/certs.sh" "$TMP/certs" >/dev/null 2>&1
-PP=$(free_port); GP=$(free_port)
+PP=$(free_port); GP=$(free_port); MP=$(free_port)
 while [ "$GP" = "$PP" ]; do GP=$(free_port); done
+while [ "$MP" = "$PP" ] || [ "$MP" = "$GP" ]; do MP=$(free_port); done
 S=127.0.0.1:$PP
 URL=https://127.0.0.1:$GP
 cli() { "$CLI" -s "$S" "$@"; }
@@ -39,7 +40,7 @@ expect "load acknowledges every key" "loaded 2000 keys" cli load cards "$TMP/key
 
 spawn gateway "$GW" --data "$TMP/p1/state" --listen "127.0.0.1:$GP" --cert "$TMP/certs/server.crt" \
 	--key "$TMP/certs/server.key" --bucket cards --workers 2 \
-	--set health.max_contact_age_ms=600
+	--metrics-listen "127.0.0.1:$MP" --set health.max_contact_age_ms=600
 GW_PID=$SPAWNED
 check "gateway starts and is live" wait_until 10 get -f "$URL/livez"
 check "gateway is ready and healthy beside a live primary" wait_until 10 get -f "$URL/healthz"
@@ -78,8 +79,9 @@ check "healthz returns to 200" wait_until 10 health_is 200
 expect "acknowledged keys survive kill -9 (count)" 1999 sh -c "\"$CLI\" -s $S keys cards | wc -l"
 expect "acknowledged put survives kill -9" '"v":2' cli get cards card.00042 --raw
 
-m=$(get "$URL/metrics")
+m=$(curl -s "http://127.0.0.1:$MP/metrics")
 case "$m" in *geokv_gateway_requests_total*) ok "gateway metrics count requests" ;; *) fail "gateway metrics count requests" "${m:0:300}" ;; esac
+expect "/metrics is not served on the public port by default" 404 code "$URL/metrics"
 
 stop "$GW_PID"; check "gateway exits 0 on SIGTERM" test "$RC" = 0
 stop "$PRIM_PID"; check "primary exits 0 on SIGTERM" test "$RC" = 0

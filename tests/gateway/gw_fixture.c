@@ -8,10 +8,12 @@
  *   gw-fixture put DIR BUCKET KEY VALUE     one put; prints the new revision
  *   gw-fixture del DIR BUCKET KEY           delete (tombstone)
  *   gw-fixture rev DIR                      prints the store revision
- *   gw-fixture node DIR ROLE [LAG_ENTRIES [LAG_MS]]
+ *   gw-fixture init DIR                     creates an empty store (revision 0)
+ *   gw-fixture node DIR ROLE [LAG_ENTRIES [LAG_MS [CAUGHT_UP]]]
  *        runs as the node's status writer (ROLE leaf|primary): publishes every 50 ms with the
  *        store's revision and a fresh contact time while "fed"; SIGUSR1 = feed stops (FEED
  *        cleared, contact time frozen), SIGUSR2 = feed returns; SIGTERM = clean close.
+ *        CAUGHT_UP 0 publishes without KV_NS_CAUGHT_UP (a node still replaying; default 1).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -130,7 +132,8 @@ static void on_sig(int sig)
 		stop = 1;
 }
 
-static int cmd_node(const char *dir, const char *role, uint64_t lag_e, uint64_t lag_ms)
+static int cmd_node(const char *dir, const char *role, uint64_t lag_e, uint64_t lag_ms,
+		    bool caught_up)
 {
 	kv_nodestat_t ns;
 	kv_store_t *s;
@@ -157,7 +160,8 @@ static int cmd_node(const char *dir, const char *role, uint64_t lag_e, uint64_t 
 		d->commit = d->applied + lag_e;
 		d->lag_entries = lag_e;
 		d->lag_ms = lag_ms;
-		d->flags = KV_NS_CAUGHT_UP | (r == PROTO_ROLE_PRIMARY ? KV_NS_LEADER : 0);
+		d->flags = (caught_up ? KV_NS_CAUGHT_UP : 0) |
+			   (r == PROTO_ROLE_PRIMARY ? KV_NS_LEADER : 0);
 		if (fed) {
 			d->flags |= KV_NS_FEED;
 			d->contact_ms = kv_nodestat_now_ms();
@@ -182,7 +186,15 @@ int main(int argc, char **argv)
 				argc > 6 ? argv[6] : NULL);
 	if (argc >= 4 && strcmp(argv[1], "node") == 0)
 		return cmd_node(argv[2], argv[3], argc > 4 ? strtoull(argv[4], NULL, 10) : 0,
-				argc > 5 ? strtoull(argv[5], NULL, 10) : 0);
+				argc > 5 ? strtoull(argv[5], NULL, 10) : 0,
+				argc > 6 ? atoi(argv[6]) != 0 : true);
+	if (argc == 3 && strcmp(argv[1], "init") == 0) {
+		if (open_rw(&s, argv[2]) != 0)
+			return 1;
+		kv_sync(s);
+		kv_close(s);
+		return 0;
+	}
 	if (argc == 3 && strcmp(argv[1], "rev") == 0) {
 		kv_opts_t o = {.flags = KV_OPEN_RDONLY};
 		if ((rc = kv_open(&s, argv[2], &o)) != 0)

@@ -66,8 +66,9 @@ mkdir -p "$data"
 "$FX" del "$data" default gone >/dev/null
 
 TP=$(free_port)
+MP=$(free_port) # /metrics on its own plain listener (off the public port by default)
 "$GW" --data "$data" --listen "127.0.0.1:$TP" --cert "$tmp/certs/server.crt" \
-	--key "$tmp/certs/server.key" --workers 2 \
+	--key "$tmp/certs/server.key" --workers 2 --metrics-listen "127.0.0.1:$MP" \
 	--set health.max_contact_age_ms=400 --set kv.min_rev_max_wait_ms=5000 \
 	--set limits.handshake_timeout_ms=1000 >"$tmp/gw-tls.log" 2>&1 &
 GWPID=$!
@@ -251,14 +252,15 @@ check "/healthz 200 when it publishes again" t_hz_ok
 check "/readyz 200 when caught up with data" test "$(code "$U/readyz")" = 200
 check "/livez 200" test "$(code "$U/livez")" = 200
 t_promtool() {
-	"${C[@]}" "$U/metrics" >"$tmp/metrics" || return 1
+	curl -s --max-time 10 "http://127.0.0.1:$MP/metrics" >"$tmp/metrics" || return 1
 	grep -q 'geokv_gateway_requests_total{route="kv",status="200"}' "$tmp/metrics" &&
 	grep -q 'geokv_gateway_tls_handshakes_total{kind="resumed"} [1-9]' "$tmp/metrics" &&
 	grep -q '^geokv_node_revision [1-9]' "$tmp/metrics" &&
 	grep -q '^geokv_node_lag_entries 0' "$tmp/metrics" || { echo "content"; return 1; }
 	if command -v promtool >/dev/null; then promtool check metrics <"$tmp/metrics"; fi
 }
-check "/metrics: requests, handshakes, node revision/lag; promtool check metrics accepts it" t_promtool
+check "/metrics (metrics listener): requests, handshakes, node revision/lag; promtool check metrics accepts it" t_promtool
+check "/metrics is not served on the public HTTPS port by default" test "$(code "$U/metrics")" = 404
 kill "$NODEPID"; wait "$NODEPID" 2>/dev/null
 sleep 0.2
 t_hz_stopped() { [ "$(hz)" = 503 ] && grep -q '"reason":"node stopped"' "$tmp/hz" || { cat "$tmp/hz"; return 1; }; }
@@ -323,7 +325,7 @@ HP=$(free_port)
 GEOKV_GW_TEST_HS_DELAY_MS=400 "$GW" --data "$data" --listen "127.0.0.1:$HP" \
 	--cert "$tmp/certs/server.crt" --key "$tmp/certs/server.key" --workers 1 \
 	--set health.require_node=false --set limits.handshake_timeout_ms=2500 \
-	--set tls.handshake_threads=2 >"$tmp/gw-hs.log" 2>&1 &
+	--set tls.handshake_threads=2 --metrics-on-public >"$tmp/gw-hs.log" 2>&1 &
 HSPID=$!
 pids+=("$HSPID")
 wait_port "$HP" || { cat "$tmp/gw-hs.log"; echo "Bail out! gateway (handshake pool) did not start"; exit 1; }

@@ -104,3 +104,34 @@ Test(gw_inm, weak_lists_and_star)
 	cr_assert_not(gw_inm_match("", 0, 5));
 	cr_assert(gw_inm_match("\"0\"", 3, 0));
 }
+
+/* Which listener serves what: the metrics listener only /metrics, the public one /metrics
+ * only with metrics_on_public; anything not served is a plain 404 route. */
+Test(gw_route, restrict_by_listener)
+{
+	gw_target_t t;
+	int rc;
+
+	rc = route("/metrics", &t);
+	gw_route_restrict(&t, &rc, false, false);
+	cr_assert(rc == 0 && t.route == GW_R_OTHER, "public port served /metrics by default");
+	rc = route("/metrics", &t);
+	gw_route_restrict(&t, &rc, false, true);
+	cr_assert(rc == 0 && t.route == GW_R_METRICS);
+	rc = route("/metrics?x=1", &t);
+	gw_route_restrict(&t, &rc, true, false);
+	cr_assert(rc == 0 && t.route == GW_R_METRICS);
+	rc = route("/healthz", &t);
+	gw_route_restrict(&t, &rc, false, false);
+	cr_assert(rc == 0 && t.route == GW_R_HEALTHZ);
+	rc = route("/healthz", &t);
+	gw_route_restrict(&t, &rc, true, true);
+	cr_assert(rc == 0 && t.route == GW_R_OTHER);
+	rc = route("/kv/.bad", &t); /* a 400 on the public port is a 404 on the metrics one */
+	cr_assert_eq(rc, 400);
+	gw_route_restrict(&t, &rc, true, false);
+	cr_assert(rc == 0 && t.route == GW_R_OTHER && t.err == NULL);
+	rc = route("/kv/.bad", &t);
+	gw_route_restrict(&t, &rc, false, false);
+	cr_assert_eq(rc, 400);
+}
