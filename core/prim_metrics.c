@@ -1,9 +1,10 @@
 /*
  * geokv-primary /metrics: the counters the daemon keeps, their Prometheus text (written with
- * proto/metrics.h), and a deliberately tiny plain-HTTP listener that serves it.
+ * proto/metrics.h), and a deliberately tiny plain-HTTP listener that serves it with the
+ * /livez, /readyz and /healthz probes.
  *
  * The listener is for a Prometheus server on a private network, not for the internet: one
- * request per connection (answered with Connection: close), GET or HEAD /metrics only, the
+ * request per connection (answered with Connection: close), GET or HEAD only, the
  * request head capped at MREQ_MAX bytes, every connection cut MCONN_TIMEOUT_MS after accept
  * whatever it is doing, and at most MCONN_MAX at once (more are closed at accept). All I/O
  * is non-blocking on the loop thread, and rendering is a few hundred snprintf calls plus one
@@ -21,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #define MREQ_MAX          8192   /* request line + headers */
 #define MCONN_MAX         32
@@ -298,6 +300,7 @@ struct prim_mconn {
 	size_t len;
 	char req[MREQ_MAX];
 	char head[256];
+	char hbody[128];           /* a probe's JSON answer */
 	proto_metrics_buf_t body;
 	uv_write_t wreq;
 	uv_shutdown_t sreq;
@@ -388,6 +391,67 @@ static void m_error(prim_mconn_t *m, int code, const char *reason, const char *m
 	m_respond(m, code, reason, "text/plain; charset=utf-8", msg, strlen(msg), extra, head_only);
 }
 
+/* ---- probes --------------------------------------------------------------------------- */
+
+/*
+ * The three probes, from least to most demanding, each answered with one short JSON object
+ * ({"status":"ok"} or {"status":"unavailable","reason":"..."}):
+ *   /livez   the event loop answers (always 200: a restart would not help a member that is
+ *            catching up or shutting down);
+ *   /readyz  the member can serve clients: not stopping, not repairing damaged data, a leader
+ *            is known, and it has applied everything committed at least once since start;
+ *   /healthz ready, and fresh: apply is not stalled (store full or I/O error), a follower has
+ *            heard from the leader within two maximum election timeouts, and it is no more
+ *            than PRIM_HEALTH_MAX_LAG committed entries behind.
+ */
+#define PRIM_HEALTH_MAX_LAG 10000u
+
+const char *prim__probe(prim_t *p, prim_probe_t probe, uint64_t now_ms)
+{
+	const kv_nodestat_data_t *d = &p->ns.last;
+	uint64_t applied = prim__applied(p), commit = raft_commit(&p->raft);
+	uint64_t contact_max = 4ull * p->cfg->election_ticks * p->cfg->tick_ms;
+
+	if (probe == PRIM_PROBE_LIVE)
+		return NULL;
+	if (p->stopping)
+		return "shutting down";
+	if (p->repairing)
+		return "repairing damaged data from the other members";
+	if (raft_leader(&p->raft) == 0)
+		return "no leader known";
+	if (p->ns.page != NULL && !(d->flags & KV_NS_CAUGHT_UP))
+		return "not caught up since start";
+	if (probe == PRIM_PROBE_READY)
+		return NULL;
+	if (p->apply_stalled_at != 0)
+		return "apply stalled (store full or I/O error)";
+	if (raft_role(&p->raft) != RAFT_LEADER && now_ms > p->leader_contact_ms + contact_max)
+		return "no contact with the leader";
+	if (commit > applied + PRIM_HEALTH_MAX_LAG)
+		return "lagging behind the commit index";
+	return NULL;
+}
+
+static void m_health(prim_mconn_t *m, prim_probe_t probe, bool head)
+{
+	struct timespec ts;
+	const char *why;
+	int n;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	why = prim__probe(m->p, probe, (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000);
+	n = why == NULL ? snprintf(m->hbody, sizeof m->hbody, "{\"status\":\"ok\"}\n")
+			: snprintf(m->hbody, sizeof m->hbody,
+				   "{\"status\":\"unavailable\",\"reason\":\"%s\"}\n", why);
+	if (why == NULL)
+		m_respond(m, 200, "OK", "application/json", m->hbody, (size_t)n,
+			  "Cache-Control: no-store\r\n", head);
+	else
+		m_respond(m, 503, "Service Unavailable", "application/json", m->hbody, (size_t)n,
+			  "Cache-Control: no-store\r\n", head);
+}
+
 /*
  * Answer one request head (m->req[0..len), complete). Only the request line matters: the
  * method, and a target of /metrics (a query string is ignored, as Prometheus may add one).
@@ -413,8 +477,16 @@ static void m_handle(prim_mconn_t *m)
 	tlen = (size_t)(sp2 - sp1 - 1);
 	if (memchr(sp1 + 1, '?', tlen))
 		tlen = (size_t)((char *)memchr(sp1 + 1, '?', tlen) - sp1 - 1);
+	for (int k = 0; k < 3; k++) {
+		static const char *const paths[3] = {"/livez", "/readyz", "/healthz"};
+		if (tlen == strlen(paths[k]) && memcmp(sp1 + 1, paths[k], tlen) == 0) {
+			m_health(m, (prim_probe_t)k, head);
+			return;
+		}
+	}
 	if (tlen != 8 || memcmp(sp1 + 1, "/metrics", 8) != 0) {
-		m_error(m, 404, "Not Found", "only /metrics is served here\n", NULL, head);
+		m_error(m, 404, "Not Found", "only /metrics, /healthz, /readyz and /livez are served here\n",
+			NULL, head);
 		return;
 	}
 	proto_metrics_buf_reset(&m->body);

@@ -310,6 +310,9 @@ int prim__read_defer(prim_t *p, prim_conn_t *conn, uint64_t req_id, const uint8_
 		     size_t len);
 /* The leader's client address when known ("" if not). */
 const char *prim__leader_addr(prim_t *p);
+/* Probes on the metrics listener (prim_metrics.c): NULL when healthy, else the reason. */
+typedef enum { PRIM_PROBE_LIVE, PRIM_PROBE_READY, PRIM_PROBE_HEALTH } prim_probe_t;
+const char *prim__probe(prim_t *p, prim_probe_t probe, uint64_t now_ms);
 uint64_t prim__applied(const prim_t *p);
 void prim__conn_read_done(prim_conn_t *c);
 void prim__conn_read_ready(prim_conn_t *c, prim_read_t *rd);

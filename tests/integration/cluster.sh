@@ -20,8 +20,8 @@ if [ ! -x "$CLI" ]; then
 	exit 0
 fi
 
-declare -a CP PP NPID
-for i in 1 2 3; do CP[i]=$(free_port); PP[i]=$(free_port); done
+declare -a CP PP MP NPID
+for i in 1 2 3; do CP[i]=$(free_port); PP[i]=$(free_port); MP[i]=$(free_port); done
 PEERS="1=127.0.0.1:${PP[1]},2=127.0.0.1:${PP[2]},3=127.0.0.1:${PP[3]}"
 ALL="127.0.0.1:${CP[1]},127.0.0.1:${CP[2]},127.0.0.1:${CP[3]}"
 addr() { echo "127.0.0.1:${CP[$1]}"; }
@@ -32,7 +32,8 @@ start_node() {
 	local log=$TMP/n$i.log
 	[ -e "$log" ] && from=$(($(stat -c %s "$log") + 1))
 	spawn "n$i" "$PRIM" --data "$TMP/d$i" --listen "$(addr "$i")" --node-id "$i" \
-		--cluster-id itest --peers "$PEERS" --log-keep 20 --sync-interval-ms 200 "$@"
+		--cluster-id itest --peers "$PEERS" --log-keep 20 --sync-interval-ms 200 \
+		--metrics-listen "127.0.0.1:${MP[i]}" "$@"
 	NPID[i]=$SPAWNED
 	for ((n = 0; n < 300; n++)); do
 		tail -c "+$from" "$log" 2>/dev/null | grep -q "INFO primary serving" && return 0
@@ -70,6 +71,10 @@ verify_all() {
 	return $bad
 }
 acked() { [ -f "$1" ] && wc -l <"$1" || echo 0; }
+# probe I PATH: "CODE BODY" of member I's probe on its metrics listener
+probe() { curl -s -m 5 -w ' %{http_code}' "http://127.0.0.1:${MP[$1]}$2" | tr -d '\n'; }
+probe_is() { case "$(probe "$1" "$2")" in *" $3") return 0 ;; *) return 1 ;; esac; }
+all_healthy() { probe_is 1 /healthz 200 && probe_is 2 /healthz 200 && probe_is 3 /healthz 200; }
 acked_ge() { [ "$(acked "$1")" -ge "$2" ]; }
 
 # ---- the group forms ----------------------------------------------------------------------
@@ -78,6 +83,8 @@ for i in 1 2 3; do
 done
 if wait_until 10 has_leader; then ok "a leader is elected ($(leader))"; else fail "a leader is elected"; fi
 expect_rc "status lists three members, none unreachable" 0 "members:" cli -s "$(addr 1)" status
+check "/healthz is 200 on every member once the group formed" wait_until 10 all_healthy
+expect "/readyz answers ok" '{"status":"ok"} 200' probe 2 /readyz
 [ "$(cli -s "$(addr 1)" status | grep -c '^  [0-9]')" = 3 ] && ok "three member rows" || fail "three member rows" "$(cli -s "$(addr 1)" status)"
 
 # ---- writes through any member, reads on every member ---------------------------------------
@@ -169,9 +176,15 @@ if wait_until 5 newl; then ok "the group has a leader again ($(leader))"; else f
 F=$(( L % 3 + 1 ))
 expect_rc "writes go on with two members" 0 "" cli -s "$(addr "$F")" put c after-term yes
 
-for i in 1 2 3; do
-	[ "$i" = "$L" ] && continue
-	stop "${NPID[i]}"
-	[ "$RC" = 0 ] && ok "member $i stops on SIGTERM with exit 0" || fail "member $i stops" "exit $RC"
-done
+# A member left alone loses its leader: the probes say so (a GTM or Kubernetes stops sending
+# it traffic), while /livez stays 200 (a restart would not help).
+O=$(( F % 3 + 1 )); [ "$O" = "$L" ] && O=$(( O % 3 + 1 ))
+stop "${NPID[O]}"
+[ "$RC" = 0 ] && ok "member $O stops on SIGTERM with exit 0" || fail "member $O stops" "exit $RC"
+check "the member left alone turns /healthz 503" wait_until 10 probe_is "$F" /healthz 503
+expect "its /healthz body names the reason" '"status":"unavailable","reason":"' probe "$F" /healthz
+check "its /readyz is 503 too" probe_is "$F" /readyz 503
+expect "its /livez stays 200" '{"status":"ok"} 200' probe "$F" /livez
+stop "${NPID[F]}"
+[ "$RC" = 0 ] && ok "member $F stops on SIGTERM with exit 0" || fail "member $F stops" "exit $RC"
 tap_end

@@ -219,6 +219,10 @@ expect "GET /metrics?x=1: 200"               "HTTP/1.1 200 OK" http 'GET /metric
 expect "HEAD /metrics: 200, no body"         "HTTP/1.1 200 OK body=0" http 'HEAD /metrics HTTP/1.1\r\n\r\n'
 expect "request split across packets: 200"   "HTTP/1.1 200 OK" http 'GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n' 0.3
 expect "other path: 404"                     "HTTP/1.1 404" http 'GET / HTTP/1.1\r\n\r\n'
+expect "GET /livez: 200"                     "HTTP/1.1 200 OK body=16" http 'GET /livez HTTP/1.1\r\n\r\n'
+expect "GET /readyz of a serving node: 200"  "HTTP/1.1 200 OK body=16" http 'GET /readyz HTTP/1.1\r\n\r\n'
+expect "GET /healthz of a serving node: 200" "HTTP/1.1 200 OK body=16" http 'GET /healthz?verbose HTTP/1.1\r\n\r\n'
+expect "HEAD /healthz: 200, no body"         "HTTP/1.1 200 OK body=0" http 'HEAD /healthz HTTP/1.1\r\n\r\n'
 expect "POST: 405"                           "HTTP/1.1 405" http 'POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n'
 expect "garbage: 400"                        "HTTP/1.1 400" http 'hello\r\n\r\n'
 expect "request head over 8 KiB: 431"        "HTTP/1.1 431" http "GET /metrics HTTP/1.1\r\nX: $(head -c 9000 /dev/zero | tr '\0' a)\r\n\r\n"
