@@ -236,7 +236,9 @@ typedef struct kv_stats {
 	uint64_t buckets;
 	uint64_t keys;           /* live keys, all buckets */
 	uint64_t map_size;       /* current LMDB map size, bytes */
-	uint64_t map_used;       /* bytes in use (last page * page size) */
+	uint64_t map_used;       /* bytes in use (last page * page size): the file's high-water */
+	uint64_t map_live;       /* bytes in pages holding data; map_used - map_live are free
+				  * pages inside the file that writes reuse before it grows */
 } kv_stats_t;
 int kv_stats(kv_store_t *s, kv_stats_t *st);
 

@@ -415,8 +415,15 @@ int kv_stats(kv_store_t *s, kv_stats_t *st)
 	rc = rc == MDB_NOTFOUND ? 0 : kv__err(rc);
 	if (rc == 0 && (rc = kv__err(mdb_env_info(s->env, &info))) == 0 &&
 	    (rc = kv__err(mdb_env_stat(s->env, &ms))) == 0) {
+		uint64_t pages = 2; /* the two meta pages */
+		MDB_stat ds;
 		st->map_size = info.me_mapsize;
 		st->map_used = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
+		/* LMDB's free-list (dbi 0) and main (dbi 1) tables, then ours */
+		for (int i = 0; i < 2 + KV__DB_N && rc == 0; i++)
+			if ((rc = kv__err(mdb_stat(txn, i < 2 ? (MDB_dbi)i : s->dbi[i - 2], &ds))) == 0)
+				pages += ds.ms_branch_pages + ds.ms_leaf_pages + ds.ms_overflow_pages;
+		st->map_live = pages * ms.ms_psize < st->map_used ? pages * ms.ms_psize : st->map_used;
 	}
 out:
 	if (c)

@@ -365,6 +365,37 @@ void kv_log_close(kv_log_t *l)
 }
 
 MDB_env *kv_log_env(kv_log_t *l) { return l->env; }
+
+int kv_log_space(kv_log_t *l, kv_log_space_t *sp)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+	MDB_txn *txn;
+	uint64_t pages = 0;
+	int rc;
+
+	if ((rc = mdb_env_info(l->env, &info)) != 0 || (rc = mdb_env_stat(l->env, &st)) != 0)
+		return lmdb_err(rc, "env_info");
+	if ((rc = mdb_txn_begin(l->env, NULL, MDB_RDONLY, &txn)) != 0)
+		return lmdb_err(rc, "txn_begin");
+	/* LMDB's free-list table (dbi 0) and main table (dbi 1, holding the named ones), then
+	 * the two named tables */
+	for (int i = 0; i < 4 && rc == 0; i++) {
+		MDB_dbi dbi = i < 2 ? (MDB_dbi)i : i == 2 ? l->ents : l->meta;
+		MDB_stat ds;
+		if ((rc = mdb_stat(txn, dbi, &ds)) == 0)
+			pages += ds.ms_branch_pages + ds.ms_leaf_pages + ds.ms_overflow_pages;
+	}
+	mdb_txn_abort(txn);
+	if (rc != 0)
+		return lmdb_err(rc, "stat");
+	sp->file = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+	sp->used = (pages + 2) * st.ms_psize; /* + the two meta pages */
+	if (sp->used > sp->file)
+		sp->used = sp->file;
+	sp->map = info.me_mapsize;
+	return 0;
+}
 uint64_t kv_log_first_index(const kv_log_t *l) { return atomic_load(&l->first); }
 uint64_t kv_log_last_index(const kv_log_t *l) { return atomic_load(&l->last); }
 

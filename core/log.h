@@ -154,6 +154,14 @@ int kv_log_set_conf(kv_log_t *l, const kv_log_conf_t *conf);
 /* fsync: after it returns 0, every write committed before the call is durable. */
 int kv_log_sync(kv_log_t *l);
 
+/* Space of the log's file: bytes in pages holding data (every table), bytes of the file
+ * (its high-water page), and the map size (the cap). file - used is free pages the next
+ * writes reuse before the file grows (an estimate: pages a reader still pins count free). */
+typedef struct kv_log_space {
+	uint64_t used, file, map;
+} kv_log_space_t;
+int kv_log_space(kv_log_t *l, kv_log_space_t *sp);
+
 /* ---- reads ---------------------------------------------------------------------------- */
 
 /* A reusable read transaction (initialise with {0}); one thread at a time. */

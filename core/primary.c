@@ -224,43 +224,78 @@ static prim_prop_t *wait_find(prim_t *p, uint64_t seq)
 
 /* ---- space admission -------------------------------------------------------------------
  * Committed entries are final: once in the log they must apply on every member. So a write
- * that could fill state/ is refused here, before it is proposed, while a headroom is kept
- * (1/32 of map-max, 64 KiB..64 MiB) that only writes which free space may use: deletes,
- * purges and bucket removal always get through, even on a full disk. The estimate of what
- * an entry costs (its bytes twice, for the LMDB copy-on-write of its pages, plus a page)
- * is summed over every entry proposed here and not yet applied. */
+ * that could fill state/ or the log (raft/) is refused here, before it is proposed, while
+ * a headroom is kept (1/32 of map-max, of the log's map and of each file system, each
+ * 64 KiB..64 MiB) that only writes which free space may use: deletes, purges and bucket removal always get through, even on a full disk (a
+ * delete needs log space too: the headroom is what it uses). The estimate of what an entry
+ * costs (its bytes twice, for the LMDB copy-on-write of its pages, plus a page) is summed
+ * over every entry proposed here and not yet applied, and charged to both environments.
+ * A member that accepts no write of its own can still fill its log with the leader's
+ * entries; it then stops (log append failed) rather than acknowledge what it cannot keep. */
 #define ENTRY_COST(len) (2 * (uint64_t)(len) + 4096)
+
+/* Bytes free to us on DIR's file system; *size its size, *dev its device. */
+static uint64_t dir_free(const char *dir, uint64_t *size, dev_t *dev)
+{
+	struct statvfs vfs;
+	struct stat st;
+
+	*dev = stat(dir, &st) == 0 ? st.st_dev : 0;
+	if (statvfs(dir, &vfs) != 0) {
+		*size = UINT64_MAX;
+		return UINT64_MAX;
+	}
+	*size = (uint64_t)vfs.f_blocks * vfs.f_frsize;
+	return (uint64_t)vfs.f_bavail * vfs.f_frsize;
+}
 
 static void space_refresh(prim_t *p)
 {
 	kv_stats_t ks;
-	struct statvfs vfs;
+	char logdir[1200];
+	dev_t sdev, ldev;
 
 	if (p->store && kv_stats(p->store, &ks) == 0) {
 		p->space_used = ks.map_used;
-		p->space_map = ks.map_size;
+		p->space_live = ks.map_live;
 	}
-	p->disk_free = statvfs(p->state_dir, &vfs) == 0 ?
-		(uint64_t)vfs.f_bavail * vfs.f_frsize : UINT64_MAX;
+	p->disk_free = dir_free(p->state_dir, &p->disk_size, &sdev);
+	snprintf(logdir, sizeof logdir, "%s/raft", p->cfg->data);
+	p->log_disk_free = dir_free(logdir, &p->log_disk_size, &ldev);
+	p->log_same_fs = sdev != 0 && sdev == ldev;
+	if (p->log == NULL || kv_log_space(p->log, &p->log_space) != 0)
+		memset(&p->log_space, 0, sizeof p->log_space);
+}
+
+static uint64_t headroom(uint64_t cap)
+{
+	uint64_t head = cap / 32;
+	return head < (64u << 10) ? 64u << 10 : head > (64u << 20) ? 64u << 20 : head;
 }
 
 static int space_admit(prim_t *p, uint8_t op, size_t len)
 {
 	uint64_t cap = p->cfg->map_max ? p->cfg->map_max : (uint64_t)1 << 40;
-	uint64_t head = cap / 32, need = ENTRY_COST(len) + p->prop_bytes;
-	uint64_t grow = p->space_used + need > p->space_map ? p->space_used + need - p->space_map : 0;
+	uint64_t head = headroom(cap), need = ENTRY_COST(len) + p->prop_bytes;
+	uint64_t sfree = p->space_used - p->space_live; /* free pages inside state/'s file */
+	uint64_t grow = need > sfree ? need - sfree : 0; /* what the file grows on disk */
+	const kv_log_space_t *ls = &p->log_space;
+	uint64_t lfree = ls->file - ls->used; /* free pages inside the log file, reused first */
+	uint64_t lgrow = need > lfree ? need - lfree : 0;
 
 	if (op == PROTO_OP_DELETE || op == PROTO_OP_PURGE || op == PROTO_OP_BUCKET_DEL)
 		return 0;
-	if (head < (64u << 10))
-		head = 64u << 10;
-	if (head > (64u << 20))
-		head = 64u << 20;
-	if (p->space_used + need + head > cap || (grow && grow + head > p->disk_free)) {
-		p->st.space_refused++;
-		return KV_EFULL;
-	}
+	if (p->space_live + need + head > cap ||
+	    (grow && grow + headroom(p->disk_size) > p->disk_free))
+		goto full;
+	if (ls->map != 0 && (ls->used + need + headroom(ls->map) > ls->map ||
+			     (lgrow && lgrow + (p->log_same_fs ? grow : 0) +
+				       headroom(p->log_disk_size) > p->log_disk_free)))
+		goto full;
 	return 0;
+full:
+	p->st.space_refused++;
+	return KV_EFULL;
 }
 
 /* Answer a proposal and free it (it is on no list any more). */

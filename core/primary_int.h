@@ -210,8 +210,11 @@ struct prim {
 	size_t apply_cap;
 	uint64_t apply_target;     /* highest committed index raft handed out */
 	uint64_t applied;          /* every committed entry through here processed (prim__applied) */
-	uint64_t space_used, space_map; /* state/ map bytes in use and mapped (after each apply) */
-	uint64_t disk_free;        /* bytes free on state/'s file system */
+	uint64_t space_used, space_live; /* state/ file high-water and bytes holding data */
+	uint64_t disk_free, disk_size; /* bytes free on state/'s file system, and its size */
+	kv_log_space_t log_space;  /* raft/ log file: bytes used, file size, map size */
+	uint64_t log_disk_free, log_disk_size; /* the same for raft/'s file system */
+	bool log_same_fs;          /* raft/ and state/ share a file system (one free figure) */
 	uint64_t prop_bytes;       /* space estimate of proposals made here and not answered */
 	raft_conf_t conf_applied;  /* membership as of the store's applied index */
 	struct { uint64_t index; raft_conf_t conf; } conf_hist[8]; /* recent changes */
