@@ -309,7 +309,13 @@ stop "$I_PID"
 # --- Dockerfile (static: no container engine or registry here) ----------------------------------
 need=()
 if command -v dpkg >/dev/null; then
-	for lib in $(ldd "$PRIM" "$GW" "$CLI" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' | sort -u); do
+	# The libraries the binaries name (DT_NEEDED; apt brings what those depend on), minus
+	# the sanitizer runtimes an ASan build links, resolved to files through ldd.
+	direct=$(for b in "$PRIM" "$GW" "$CLI"; do LC_ALL=C readelf -d "$b" 2>/dev/null; done |
+		sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | grep -v '^lib[a-z]*san\.' | sort -u)
+	for lib in $(ldd "$PRIM" "$GW" "$CLI" 2>/dev/null |
+		awk -v names="$(echo $direct)" 'BEGIN { n = split(names, a, " "); for (i = 1; i <= n; i++) want[a[i]] = 1 }
+			$2 == "=>" && $3 ~ /^\// && ($1 in want) { print $3 }' | sort -u); do
 		pkg=""
 		for cand in "$lib" "$(realpath "$lib")" "/usr$lib" "${lib#/usr}"; do
 			pkg=$(dpkg -S "$cand" 2>/dev/null | grep -v '^diversion' | head -1 | cut -d: -f1)
