@@ -84,9 +84,15 @@ bool raft__pr_update(raft__progress_t *pr, uint64_t index)
 bool raft__pr_decr(raft__progress_t *pr, uint64_t rejected, uint64_t probe_last)
 {
 	if (pr->state == RAFT__PR_REPLICATE) {
-		/* Appends at or below match were accepted before: this answer is old. */
-		if (rejected <= pr->match)
-			return false;
+		/* Appends at or below match were accepted before: this answer is old, unless
+		 * the follower says its log now ends below match: it lost entries it had
+		 * acknowledged (see below), and would otherwise be sent appends it must refuse
+		 * until compaction passes match. */
+		if (rejected <= pr->match) {
+			if (probe_last >= pr->match)
+				return false;
+			pr->match = probe_last;
+		}
 		pr->next = pr->match + 1;
 		return true;
 	}
@@ -96,6 +102,14 @@ bool raft__pr_decr(raft__progress_t *pr, uint64_t rejected, uint64_t probe_last)
 	{
 		uint64_t n = rejected < probe_last + 1 ? rejected : probe_last + 1;
 
+		/* The follower's log ends below what it acknowledged: it lost entries (a member
+		 * whose damaged log or store was discarded to be repaired from us). Believe it,
+		 * or we would probe at match + 1 forever; it gets the entries, or a snapshot,
+		 * again. Lowering match is always safe: commit never moves back, and a repaired
+		 * member votes for nobody until it is caught up (core/primary.c). A reordered
+		 * old rejection can only cost a resend. Same in REPLICATE above. */
+		if (probe_last < pr->match)
+			pr->match = probe_last;
 		pr->next = n > pr->match + 1 ? n : pr->match + 1;
 		if (pr->next < 1)
 			pr->next = 1;

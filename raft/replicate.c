@@ -247,6 +247,17 @@ void raft__on_heartbeat_resp(raft_t *r, raft__progress_t *pr, const raft_msg_t *
 		raft__send_snapshot_chunk(r, pr);
 		return;
 	}
+	if (m->hint != 0 && m->hint - 1 < pr->match) {
+		/* The follower's log ends below what it acknowledged: it lost entries (a member
+		 * whose damaged log or store was discarded to be repaired from us). Without new
+		 * writes no append would ever be refused to tell us, and it would wait for
+		 * good. Lowering match is safe: commit never moves back, a repaired member votes
+		 * for nobody until caught up, and a reordered old answer costs a resend. */
+		pr->match = m->hint - 1;
+		raft__pr_become_probe(pr);
+		raft__send_append(r, pr, true);
+		return;
+	}
 	/* A full window whose acks were lost would never drain: free one slot per heartbeat
 	 * so the next append probes the follower again. */
 	if (pr->state == RAFT__PR_REPLICATE && pr->infl_count >= r->cfg.max_inflight)
@@ -357,8 +368,10 @@ void raft__handle_heartbeat(raft_t *r, const raft_msg_t *m)
 
 	commit_to(r, m->commit);
 	o = raft__msg_new(r, RAFT_MSG_HEARTBEAT_RESP, m->from);
-	if (o != NULL)
+	if (o != NULL) {
 		o->ctx = m->ctx;
+		o->hint = raft__log_last(&r->log) + 1; /* where our log ends (0: not said) */
+	}
 }
 
 static void respond_snapshot(raft_t *r, const raft_msg_t *m, uint32_t flags, uint64_t offset,

@@ -687,6 +687,61 @@ Test(raft_snapshot, lagging_follower_installs_snapshot_in_chunks)
 	cr_assert_eq(C.applied[3], C.applied[1]);
 }
 
+/* A member whose damaged store or log was discarded to be repaired (core/primary.c
+ * repair_from_peers: entries gone, term and vote kept) restarts with an empty log below
+ * the match the leader holds for it. The leader must notice from the heartbeat answers
+ * alone, with no new write to be refused, and send it everything again: entries, or a
+ * snapshot past a compaction. (It used to wait for good: probing at match + 1 only after
+ * a write, and heartbeats said nothing of where the follower's log ends.) */
+static void lose_log(int i)
+{
+	memstore_t *ms = &C.ms[i];
+	raft_conf_t conf = *raft_conf(&C.r[1]);
+
+	for (size_t k = 0; k < ms->n; k++)
+		free((void *)ms->ents[k].e.data);
+	ms->n = 0;
+	memset(&ms->meta, 0, sizeof ms->meta);
+	ms->meta.conf = conf;
+	ms->snap_chain = 0;
+	ms->hs.commit = 0;
+	C.applied[i] = 0;
+	tc_restart(&C, i);
+}
+
+Test(raft_snapshot, a_follower_that_lost_its_log_gets_it_back_without_new_writes)
+{
+	tc_elect(&C, 1);
+	for (int k = 0; k < 6; k++)
+		propose(1, "w");
+	tc_run(&C, 3);
+	uint64_t last = raft_last_index(&C.r[1]);
+	cr_assert_eq(raft_last_index(&C.r[3]), last);
+	lose_log(3);
+	cr_assert_eq(raft_last_index(&C.r[3]), 0);
+	tc_run(&C, 12);
+	cr_expect_eq(raft_last_index(&C.r[3]), last, "entries sent again from the heartbeats");
+	cr_expect_eq(raft_commit(&C.r[3]), raft_commit(&C.r[1]));
+}
+
+Test(raft_snapshot, a_follower_that_lost_its_log_past_a_compaction_gets_a_snapshot)
+{
+	static const char snap[] = "state-after-the-writes";
+
+	tc_elect(&C, 1);
+	for (int k = 0; k < 8; k++)
+		propose(1, "w");
+	tc_run(&C, 3);
+	uint64_t a = C.applied[1];
+	memstore_compact(&C.ms[1], a, raft_conf(&C.r[1]), snap, sizeof snap - 1);
+	lose_log(3);
+	memset(C.sent_by_type, 0, sizeof C.sent_by_type);
+	tc_run(&C, 12);
+	cr_expect_geq(C.sent_by_type[RAFT_MSG_SNAPSHOT], 1, "a snapshot was sent");
+	cr_expect_eq(C.ms[3].meta.index, a, "installed at the leader's snapshot index");
+	cr_expect_eq(raft_last_index(&C.r[3]), raft_last_index(&C.r[1]));
+}
+
 Test(raft_snapshot, restart_keeps_persisted_state)
 {
 	tc_elect(&C, 1);
