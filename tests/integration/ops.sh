@@ -172,7 +172,7 @@ scrape "$TMP/m1"
 check "GET /metrics answers" grep -q '^geokv_primary_revision 0$' "$TMP/m1"
 promcheck "promtool check metrics: first scrape" "$TMP/m1"
 
-spawn idle8 raw idle 8
+spawn idle8 raw idle 60
 IDLE=$SPAWNED
 raw bucket-add users >/dev/null
 expect "a pipelined load of 2000 puts" "acked=2000 errors=0" raw load users 2000 100 "$TMP/acks"

@@ -460,22 +460,42 @@ def bigput(c, bucket, key, size):
     return 0 if got == value else 1
 
 
+# Answers a client retries: the member lost its leader, or is busy electing one.
+RETRYABLE = ("not the leader", "timed out", "shutting down", "busy")
+
+
 def verify(c, bucket, ackfile):
-    """GET every key listed in ackfile (pipelined); all must be present."""
+    """GET every key listed in ackfile (pipelined); all must be present. A read refused
+    for a reason a client retries (a leader change under way) is retried for up to 20 s;
+    only a key answered absent, or still refused then, counts as missing."""
     keys = [k for k in open(ackfile).read().split("\n") if k]
-    present = missing = 0
-    for i in range(0, len(keys), 512):
-        chunk = keys[i:i + 512]
-        c.send(b"".join(frame(T_REQ, j + 1, enc_op("get", bucket, k.encode()))
-                        for j, k in enumerate(chunk)))
-        for _ in chunk:
-            t, rid, p = c.recv()
-            if t == T_RESP:
-                present += 1
-            else:
-                missing += 1
-                if missing <= 5:
-                    print("missing", chunk[rid - 1], describe_error(p))
+    present = 0
+    deadline = time.time() + 20
+    while True:
+        retry, missing, shown = [], 0, []
+        for i in range(0, len(keys), 512):
+            chunk = keys[i:i + 512]
+            c.send(b"".join(frame(T_REQ, j + 1, enc_op("get", bucket, k.encode()))
+                            for j, k in enumerate(chunk)))
+            for _ in chunk:
+                t, rid, p = c.recv()
+                if t == T_RESP:
+                    present += 1
+                    continue
+                why = describe_error(p)
+                if any(r in why for r in RETRYABLE):
+                    retry.append(chunk[rid - 1])
+                else:
+                    missing += 1
+                if len(shown) < 5:
+                    shown.append("missing %s %s" % (chunk[rid - 1], why))
+        if not retry or time.time() > deadline:
+            break
+        keys = retry
+        time.sleep(0.2)
+    missing += len(retry)
+    if missing:
+        print("\n".join(shown))
     print("present=%d missing=%d" % (present, missing))
     return 0 if missing == 0 else 1
 
