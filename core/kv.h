@@ -239,7 +239,13 @@ typedef struct kv_stats {
 	uint64_t map_used;       /* bytes in use (last page * page size): the file's high-water */
 	uint64_t map_live;       /* bytes in pages holding data; map_used - map_live are free
 				  * pages inside the file that writes reuse before it grows */
+	uint64_t corrupt;        /* records that failed their checksum since open */
 } kv_stats_t;
 int kv_stats(kv_store_t *s, kv_stats_t *st);
+
+/* Records that failed their checksum since open (any read or write path; atomic). Every
+ * value in state/ carries one (format 3): a record that fails is refused with KV_ECORRUPT,
+ * never served. */
+uint64_t kv_corrupt_count(kv_store_t *s);
 
 #endif

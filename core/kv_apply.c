@@ -77,7 +77,7 @@ static int bc_flush(apply_t *a)
 			continue;
 		MDB_val k = {kv__bdir_key(bk, e->name, e->nlen), bk};
 		MDB_val v = {kv__bucket_format(buf, &e->b), buf};
-		int rc = mdb_put(a->txn, s->dbi[KV__DB_MAIN], &k, &v, 0);
+		int rc = kv__put(a->txn, s, KV__DB_MAIN, &k, &v, 0);
 		if (rc)
 			return kv__err(rc);
 		e->dirty = false;
@@ -115,7 +115,7 @@ static int bc_find(apply_t *a, const proto_bytes_t *name, kv__bcache_t **out)
 	memcpy(e->name, name->p, name->len);
 	e->nlen = (uint8_t)name->len;
 	MDB_val k = {kv__bdir_key(bk, name->p, name->len), bk}, v;
-	rc = mdb_get(a->txn, s->dbi[KV__DB_MAIN], &k, &v);
+	rc = kv__get(a->txn, s, KV__DB_MAIN, &k, &v);
 	if (rc == 0) {
 		if ((rc = kv__bucket_parse(&v, &e->b)))
 			return rc;
@@ -164,7 +164,7 @@ static int revs_flush(apply_t *a)
 		return rc;
 	kv__be64(kb, s->run_rev);
 	s->run_len = 0;
-	if ((rc = mdb_cursor_put(a->rcur, &k, &v, MDB_APPEND)))
+	if ((rc = kv__cput(a->rcur, KV__DB_REVS, &k, &v, MDB_APPEND)))
 		return rc == MDB_KEYEXIST ? KV_ECORRUPT : kv__err(rc);
 	return 0;
 }
@@ -240,11 +240,11 @@ static int revs_del(apply_t *a, uint64_t rev)
 		return rc;
 	/* The run holding rev is the last one whose key is <= rev. */
 	kv__be64(kb, rev);
-	rc = mdb_cursor_get(a->rcur, &k, &v, MDB_SET_RANGE);
+	rc = kv__cget(a->rcur, s, KV__DB_REVS, &k, &v, MDB_SET_RANGE);
 	if (rc == 0 && (k.mv_size != 8 || kv__rbe64(k.mv_data) != rev))
-		rc = mdb_cursor_get(a->rcur, &k, &v, MDB_PREV);
+		rc = kv__cget(a->rcur, s, KV__DB_REVS, &k, &v, MDB_PREV);
 	else if (rc == MDB_NOTFOUND)
-		rc = mdb_cursor_get(a->rcur, &k, &v, MDB_LAST);
+		rc = kv__cget(a->rcur, s, KV__DB_REVS, &k, &v, MDB_LAST);
 	if (rc == MDB_NOTFOUND)
 		return 0;
 	if (rc)
@@ -266,7 +266,7 @@ static int revs_del(apply_t *a, uint64_t rev)
 	memcpy(buf + at, (uint8_t *)v.mv_data + at + n, v.mv_size - (size_t)at - n);
 	v.mv_data = buf;
 	v.mv_size -= n;
-	rc = mdb_cursor_put(a->rcur, &k, &v, MDB_CURRENT);
+	rc = kv__cput(a->rcur, KV__DB_REVS, &k, &v, MDB_CURRENT);
 	return kv__err(rc);
 }
 
@@ -284,10 +284,11 @@ static int ttl_put(apply_t *a, const kv__bucket_t *b, uint64_t rev, uint64_t tim
 
 	kv__be64(kb, expire_at(time_ms, b->max_age_ms));
 	kv__be64(kb + 8, rev);
-	if ((rc = mdb_put(a->txn, a->s->dbi[KV__DB_TTL], &k, &v, MDB_RESERVE)))
+	if ((rc = kv__reserve(a->txn, a->s, KV__DB_TTL, &k, &v, 0)))
 		return kv__err(rc);
 	kv__be32(v.mv_data, b->id);
 	memcpy((uint8_t *)v.mv_data + 4, key->p, key->len);
+	kv__seal(KV__DB_TTL, &k, &v);
 	return 0;
 }
 
@@ -417,17 +418,16 @@ static int key_write(apply_t *a, const proto_op_t *op, kv__bcache_t *bc, uint64_
 	 */
 	if (blind) {
 		d.mv_size = rlen;
-		d.mv_data = NULL;
-		rc = mdb_cursor_put(a->cur, &k, &d, MDB_NOOVERWRITE | MDB_RESERVE);
+		rc = kv__creserve(a->cur, &k, &d, MDB_NOOVERWRITE);
 		if (rc == 0)
 			inserted = true;
-		else if (rc == MDB_KEYEXIST)
-			old = d;
+		else if (rc == MDB_KEYEXIST && (rc = kv__check(s, KV__DB_MAIN, &k, &d)) == 0)
+			old = d, rc = MDB_KEYEXIST;
 		else
 			return kv__err(rc);
 	} else {
 		/* MDB_SET, not MDB_SET_KEY: k must keep pointing at our bytes, not into the page */
-		rc = mdb_cursor_get(a->cur, &k, &old, MDB_SET);
+		rc = kv__cget(a->cur, s, KV__DB_MAIN, &k, &old, MDB_SET);
 		if (rc && rc != MDB_NOTFOUND)
 			return kv__err(rc);
 	}
@@ -480,13 +480,11 @@ static int key_write(apply_t *a, const proto_op_t *op, kv__bcache_t *bc, uint64_
 			memcpy(s->scratch, old.mv_data, old.mv_size);
 		}
 		d.mv_size = rlen;
-		d.mv_data = NULL;
-		if ((rc = mdb_cursor_put(a->cur, &k, &d, MDB_CURRENT | MDB_RESERVE)))
+		if ((rc = kv__creserve(a->cur, &k, &d, MDB_CURRENT)))
 			return kv__err(rc);
 	} else if (!inserted) {
 		d.mv_size = rlen;
-		d.mv_data = NULL;
-		if ((rc = mdb_cursor_put(a->cur, &k, &d, MDB_RESERVE)))
+		if ((rc = kv__creserve(a->cur, &k, &d, 0)))
 			return kv__err(rc);
 	}
 	/* Fill the reserved record now: a later write may spill the dirty page it lives in. */
@@ -504,6 +502,7 @@ static int key_write(apply_t *a, const proto_op_t *op, kv__bcache_t *bc, uint64_
 	}
 	if (vlen)
 		memcpy(p, op->value.p, vlen);
+	kv__seal(KV__DB_MAIN, &k, &d);
 
 	if (found) {
 		if (okind == PROTO_REC_PUT) {
@@ -520,7 +519,7 @@ static int key_write(apply_t *a, const proto_op_t *op, kv__bcache_t *bc, uint64_
 		} else if (b->history > 1) {
 			MDB_val hkv = {hplen + 8, hk}, hv = {old.mv_size, s->scratch};
 			kv__be64(hk + hplen, orev);
-			if ((rc = mdb_put(a->txn, s->dbi[KV__DB_HIST], &hkv, &hv, 0)))
+			if ((rc = kv__put(a->txn, s, KV__DB_HIST, &hkv, &hv, 0)))
 				return kv__err(rc);
 			if ((rc = hist_trim(a, hk, hplen, b->history - 1)))
 				return rc;
@@ -584,7 +583,7 @@ static int bucket_add(apply_t *a, const proto_op_t *op, uint64_t *rev_out)
 	uint8_t idb[4];
 	MDB_val k = {4, idb}, v = {op->bucket.len, (void *)op->bucket.p};
 	kv__be32(idb, (uint32_t)next);
-	if ((rc = mdb_put(a->txn, s->dbi[KV__DB_BIDS], &k, &v, 0)))
+	if ((rc = kv__put(a->txn, s, KV__DB_BIDS, &k, &v, 0)))
 		return kv__err(rc);
 	if ((rc = kv__meta_put64(a->txn, s, "next_bucket", next + 1)))
 		return rc;
@@ -616,7 +615,7 @@ static int range_drop(apply_t *a, int db, const uint8_t *pre, size_t plen, const
 
 		k.mv_data = (void *)pre;
 		k.mv_size = plen;
-		rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+		rc = kv__cget(c, a->s, (unsigned)db, &k, &v, MDB_SET_RANGE);
 		if (rc == MDB_NOTFOUND || (rc == 0 && (k.mv_size < plen || memcmp(k.mv_data, pre, plen)))) {
 			rc = 0;
 			break;

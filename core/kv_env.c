@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "proto/log.h"
+#include <xxhash.h>
 
 #define KV_DEFAULT_MAP      (1ull << 30)
 #define KV_DEFAULT_MAP_MAX  (1ull << 40)
@@ -61,6 +62,40 @@ int kv__err(int rc)
 			return rc;  /* already a geokv code */
 		return KV_EINTERNAL;
 	}
+}
+
+/* ---- value checksums ------------------------------------------------------------------ */
+
+uint32_t kv__sum(unsigned db, const MDB_val *k, const void *v, size_t vlen)
+{
+	XXH64_hash_t h = XXH3_64bits_withSeed(k->mv_data, k->mv_size, 0x67656f6b76000000ull | db);
+	return (uint32_t)XXH3_64bits_withSeed(v, vlen, h);
+}
+
+int kv__check(kv_store_t *s, unsigned db, const MDB_val *k, MDB_val *v)
+{
+	uint64_t n;
+
+	if (!kv__summed(db, k))
+		return 0;
+	if (v->mv_size >= KV__SUM) {
+		size_t len = v->mv_size - KV__SUM;
+		if (kv__rle32((const uint8_t *)v->mv_data + len) == kv__sum(db, k, v->mv_data, len)) {
+			v->mv_size = len;
+			return 0;
+		}
+	}
+	n = atomic_fetch_add(&s->corrupt, 1) + 1;
+	if (n <= 16 || n % 1024 == 0)
+		GK_ERROR("store", "a record failed its checksum, refusing it", "table=%s key_len=%zu "
+			 "value_len=%zu corrupt_total=%" PRIu64, db == KV__DB_MAIN ? "main" :
+			 kv__db_names[db], k->mv_size, v->mv_size, n);
+	return MDB_CORRUPTED;
+}
+
+uint64_t kv_corrupt_count(kv_store_t *s)
+{
+	return atomic_load(&s->corrupt);
 }
 
 /* ---- reader gate ---------------------------------------------------------------------- */
@@ -159,7 +194,7 @@ void kv__rtxn_end(kv_store_t *s, MDB_txn *txn, bool keep)
 int kv__meta_get64(MDB_txn *txn, kv_store_t *s, const char *name, uint64_t *v)
 {
 	MDB_val k = {strlen(name), (void *)name}, d;
-	int rc = mdb_get(txn, s->dbi[KV__DB_META], &k, &d);
+	int rc = kv__get(txn, s, KV__DB_META, &k, &d);
 
 	if (rc == MDB_NOTFOUND) {
 		*v = 0;
@@ -182,7 +217,7 @@ int kv__meta_put64(MDB_txn *txn, kv_store_t *s, const char *name, uint64_t v)
 	MDB_val k = {strlen(name), (void *)name}, d = {8, b};
 
 	kv__le64(b, v);
-	return kv__err(mdb_put(txn, s->dbi[KV__DB_META], &k, &d, 0));
+	return kv__err(kv__put(txn, s, KV__DB_META, &k, &d, 0));
 }
 
 static int meta_put32(MDB_txn *txn, kv_store_t *s, const char *name, uint32_t v)
@@ -191,7 +226,7 @@ static int meta_put32(MDB_txn *txn, kv_store_t *s, const char *name, uint32_t v)
 	MDB_val k = {strlen(name), (void *)name}, d = {4, b};
 
 	kv__le32(b, v);
-	return kv__err(mdb_put(txn, s->dbi[KV__DB_META], &k, &d, 0));
+	return kv__err(kv__put(txn, s, KV__DB_META, &k, &d, 0));
 }
 
 /* ---- open / close -------------------------------------------------------------------- */
@@ -208,6 +243,21 @@ static int open_dbs(kv_store_t *s, MDB_txn *txn, bool rdonly)
 		if (rc == MDB_NOTFOUND)
 			return KV_ECORRUPT; /* not a geokv store (or an unfinished install) */
 		if (rc)
+			return kv__err(rc);
+	}
+	/* The format marker, read raw first: a store of format 2 or older has no trailers, and
+	 * must be named as such, not as a record failing its checksum. */
+	{
+		MDB_val fk = {6, (void *)"format"}, fv;
+		rc = mdb_get(txn, s->dbi[KV__DB_META], &fk, &fv);
+		if (rc == 0 && fv.mv_size == 4 && kv__rle32(fv.mv_data) < KV__FORMAT) {
+			GK_ERROR("store", "store of an older format, without record checksums",
+				 "format=%u supported=%u hint=\"in a group, move state/ aside: the "
+				 "member rebuilds it from the others; alone, dump and reload\"",
+				 kv__rle32(fv.mv_data), KV__FORMAT);
+			return KV_ECORRUPT;
+		}
+		if (rc != 0 && rc != MDB_NOTFOUND)
 			return kv__err(rc);
 	}
 	if ((rc = kv__meta_get64(txn, s, "format", &format)))
@@ -404,7 +454,7 @@ int kv_stats(kv_store_t *s, kv_stats_t *st)
 		goto out;
 	k.mv_size = 4;
 	k.mv_data = (void *)"\0\0\0";
-	for (int op = MDB_SET_RANGE; (rc = mdb_cursor_get(c, &k, &v, op)) == 0; op = MDB_NEXT) {
+	for (int op = MDB_SET_RANGE; (rc = kv__cget(c, s, KV__DB_MAIN, &k, &v, op)) == 0; op = MDB_NEXT) {
 		if (k.mv_size < 4 || memcmp(k.mv_data, "\0\0\0\0", 4) != 0)
 			break;
 		if ((rc = kv__bucket_parse(&v, &b)))
@@ -419,11 +469,12 @@ int kv_stats(kv_store_t *s, kv_stats_t *st)
 		MDB_stat ds;
 		st->map_size = info.me_mapsize;
 		st->map_used = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
-		/* LMDB's free-list (dbi 0) and main (dbi 1) tables, then ours */
-		for (int i = 0; i < 2 + KV__DB_N && rc == 0; i++)
-			if ((rc = kv__err(mdb_stat(txn, i < 2 ? (MDB_dbi)i : s->dbi[i - 2], &ds))) == 0)
+		/* LMDB's free-list table (dbi 0), then ours (main first) */
+		for (int i = 0; i < 1 + KV__DB_N && rc == 0; i++)
+			if ((rc = kv__err(mdb_stat(txn, i == 0 ? 0 : s->dbi[i - 1], &ds))) == 0)
 				pages += ds.ms_branch_pages + ds.ms_leaf_pages + ds.ms_overflow_pages;
 		st->map_live = pages * ms.ms_psize < st->map_used ? pages * ms.ms_psize : st->map_used;
+		st->corrupt = atomic_load(&s->corrupt);
 	}
 out:
 	if (c)

@@ -69,7 +69,8 @@
 
 #include "core/kv.h"
 
-#define KV__FORMAT          2u
+#define KV__FORMAT          3u
+#define KV__SUM             4u              /* checksum trailer on every value (format 3) */
 #define KV__KEY_DIRECT      472u            /* longest key stored as itself */
 #define KV__ENC_MAX         (KV__KEY_DIRECT + 8u)
 #define KV__KEYS_KEY_MAX    (4u + KV__ENC_MAX)
@@ -207,6 +208,8 @@ struct kv_store {
 	uint64_t run_rev;              /* the open revision run (kv_apply.c revs_put): base, */
 	size_t run_len;                /* bytes (0: no open run) */
 	uint8_t run[KV__RUN_BUF];      /* and items */
+
+	_Atomic uint64_t corrupt;      /* values that failed their checksum (any thread) */
 };
 
 /* ---- shared helpers (kv_env.c) ------------------------------------------------------- */
@@ -231,6 +234,87 @@ int kv__remap(kv_store_t *s, size_t new_size, bool wait);
  * renew, or NULL. On error the gate is left and *txn is NULL. */
 int kv__rtxn_begin(kv_store_t *s, MDB_txn **txn);
 void kv__rtxn_end(kv_store_t *s, MDB_txn *txn, bool keep);
+
+/*
+ * Checksummed values (format 3). Every value in every table ends with a 4-byte trailer:
+ * the low 32 bits (LE) of XXH3-64 over the table's id, the key and the value, so a flipped
+ * byte in a value, in its key (a record that moved to another key) or a value copied to
+ * another table fails. LMDB's own records in main (keys from KV__NAME_MIN up) carry none.
+ * Reads go through kv__get / kv__cget, which check and strip the trailer and turn a
+ * mismatch into MDB_CORRUPTED (kv__err: KV_ECORRUPT), logged and counted in s->corrupt;
+ * writes through kv__put / kv__cput, or kv__reserve / kv__creserve then kv__seal once the
+ * caller has filled the reserved bytes.
+ */
+uint32_t kv__sum(unsigned db, const MDB_val *k, const void *v, size_t vlen);
+int kv__check(kv_store_t *s, unsigned db, const MDB_val *k, MDB_val *v);
+static inline bool kv__summed(unsigned db, const MDB_val *k)
+{
+	return db != KV__DB_MAIN || (k->mv_size > 0 && *(const uint8_t *)k->mv_data < KV__NAME_MIN);
+}
+static inline int kv__get(MDB_txn *t, kv_store_t *s, unsigned db, MDB_val *k, MDB_val *v)
+{
+	int rc = mdb_get(t, s->dbi[db], k, v);
+	return rc ? rc : kv__check(s, db, k, v);
+}
+static inline int kv__cget(MDB_cursor *c, kv_store_t *s, unsigned db, MDB_val *k, MDB_val *v,
+			   MDB_cursor_op op)
+{
+	int rc = mdb_cursor_get(c, k, v, op);
+	return rc ? rc : kv__check(s, db, k, v);
+}
+/* v->mv_size bytes are reserved (plus the trailer); fill v->mv_data, then kv__seal. */
+static inline int kv__reserve(MDB_txn *t, kv_store_t *s, unsigned db, MDB_val *k, MDB_val *v,
+			      unsigned flags)
+{
+	size_t n = v->mv_size;
+	int rc;
+	v->mv_size = n + KV__SUM;
+	v->mv_data = NULL;
+	rc = mdb_put(t, s->dbi[db], k, v, flags | MDB_RESERVE);
+	if (rc == 0)
+		v->mv_size = n;
+	return rc;
+}
+static inline int kv__creserve(MDB_cursor *c, MDB_val *k, MDB_val *v, unsigned flags)
+{
+	size_t n = v->mv_size;
+	int rc;
+	v->mv_size = n + KV__SUM;
+	v->mv_data = NULL;
+	rc = mdb_cursor_put(c, k, v, flags | MDB_RESERVE);
+	if (rc == 0)
+		v->mv_size = n;
+	return rc;
+}
+static inline void kv__seal(unsigned db, const MDB_val *k, const MDB_val *v)
+{
+	kv__le32((uint8_t *)v->mv_data + v->mv_size, kv__sum(db, k, v->mv_data, v->mv_size));
+}
+/* Write v (copied: it must not point into the map) with its trailer. */
+static inline int kv__put(MDB_txn *t, kv_store_t *s, unsigned db, MDB_val *k, const MDB_val *v,
+			  unsigned flags)
+{
+	MDB_val d = {v->mv_size, NULL};
+	int rc = kv__reserve(t, s, db, k, &d, flags);
+	if (rc == 0) {
+		if (v->mv_size)
+			memcpy(d.mv_data, v->mv_data, v->mv_size);
+		kv__seal(db, k, &d);
+	}
+	return rc;
+}
+static inline int kv__cput(MDB_cursor *c, unsigned db, MDB_val *k, const MDB_val *v,
+			   unsigned flags)
+{
+	MDB_val d = {v->mv_size, NULL};
+	int rc = kv__creserve(c, k, &d, flags);
+	if (rc == 0) {
+		if (v->mv_size)
+			memcpy(d.mv_data, v->mv_data, v->mv_size);
+		kv__seal(db, k, &d);
+	}
+	return rc;
+}
 
 /* meta reads/writes (u64 values) */
 int kv__meta_get64(MDB_txn *txn, kv_store_t *s, const char *name, uint64_t *v);

@@ -108,7 +108,7 @@ int kv__bucket_get(MDB_txn *txn, kv_store_t *s, const void *name, size_t nlen, k
 		return KV_EBADBUCKET;
 	k.mv_data = bk;
 	k.mv_size = kv__bdir_key(bk, name, nlen);
-	rc = mdb_get(txn, s->dbi[KV__DB_MAIN], &k, &v);
+	rc = kv__get(txn, s, KV__DB_MAIN, &k, &v);
 	if (rc == MDB_NOTFOUND)
 		return KV_ENOBUCKET;
 	if (rc)
@@ -125,7 +125,7 @@ int kv__latest(MDB_txn *txn, kv_store_t *s, uint32_t bid, const uint8_t *key, si
 
 	kv__be32(kb, bid);
 	k.mv_size += kv__key_enc(kb + 4, key, klen);
-	rc = mdb_get(txn, s->dbi[KV__DB_MAIN], &k, raw);
+	rc = kv__get(txn, s, KV__DB_MAIN, &k, raw);
 	if (rc == MDB_NOTFOUND)
 		return KV_ENOTFOUND;
 	if (rc)
@@ -225,11 +225,11 @@ static int hist_at(MDB_txn *txn, kv_store_t *s, uint32_t bid, const uint8_t *key
 	if ((rc = mdb_cursor_open(txn, s->dbi[KV__DB_HIST], &c)))
 		return kv__err(rc);
 	/* First entry past the wanted revision, then one back. */
-	rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	rc = kv__cget(c, s, KV__DB_HIST, &k, &v, MDB_SET_RANGE);
 	if (rc == MDB_NOTFOUND)
-		rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+		rc = kv__cget(c, s, KV__DB_HIST, &k, &v, MDB_LAST);
 	else if (rc == 0)
-		rc = mdb_cursor_get(c, &k, &v, MDB_PREV);
+		rc = kv__cget(c, s, KV__DB_HIST, &k, &v, MDB_PREV);
 	if (rc == 0 && (k.mv_size != plen + 8 || memcmp(k.mv_data, hk, plen) != 0 ||
 			kv__rbe64((uint8_t *)k.mv_data + plen) > at))
 		rc = MDB_NOTFOUND;
@@ -313,7 +313,7 @@ int kv_bucket_info(kv_rtxn_t *t, const void *bucket, size_t blen, proto_bucket_i
 		return KV_EBADBUCKET;
 	k.mv_data = bk;
 	k.mv_size = kv__bdir_key(bk, bucket, blen);
-	rc = mdb_get(t->txn, t->s->dbi[KV__DB_MAIN], &k, &v);
+	rc = kv__get(t->txn, t->s, KV__DB_MAIN, &k, &v);
 	if (rc == MDB_NOTFOUND)
 		return KV_ENOBUCKET;
 	if (rc)
@@ -361,7 +361,7 @@ int kv_keys(kv_rtxn_t *t, const void *bucket, size_t blen, const void *prefix, s
 	}
 	if ((rc = mdb_cursor_open(t->txn, t->s->dbi[KV__DB_MAIN], &c)))
 		return kv__err(rc);
-	for (op = MDB_SET_RANGE; (rc = mdb_cursor_get(c, &k, &v, op)) == 0; op = MDB_NEXT) {
+	for (op = MDB_SET_RANGE; (rc = kv__cget(c, t->s, KV__DB_MAIN, &k, &v, op)) == 0; op = MDB_NEXT) {
 		kv__rec_t r;
 		proto_bytes_t key;
 
@@ -421,7 +421,7 @@ int kv_history(kv_rtxn_t *t, const void *bucket, size_t blen, const void *key, s
 	k.mv_size = plen + 8;
 	if ((rc = mdb_cursor_open(t->txn, t->s->dbi[KV__DB_HIST], &c)))
 		return kv__err(rc);
-	for (op = MDB_SET_RANGE; (rc = mdb_cursor_get(c, &k, &v, op)) == 0; op = MDB_NEXT) {
+	for (op = MDB_SET_RANGE; (rc = kv__cget(c, t->s, KV__DB_HIST, &k, &v, op)) == 0; op = MDB_NEXT) {
 		if (k.mv_size != plen + 8 || memcmp(k.mv_data, hk, plen) != 0)
 			break;
 		if ((rc = kv__rec_parse(&v, &r)))
@@ -469,7 +469,7 @@ int kv_buckets(kv_rtxn_t *t, const void *after, size_t alen, size_t limit, kv_bu
 	k.mv_size = kv__bdir_key(ak, after, alen);
 	if ((rc = mdb_cursor_open(t->txn, t->s->dbi[KV__DB_MAIN], &c)))
 		return kv__err(rc);
-	for (op = MDB_SET_RANGE; (rc = mdb_cursor_get(c, &k, &v, op)) == 0; op = MDB_NEXT) {
+	for (op = MDB_SET_RANGE; (rc = kv__cget(c, t->s, KV__DB_MAIN, &k, &v, op)) == 0; op = MDB_NEXT) {
 		const uint8_t *kp = k.mv_data;
 		if (k.mv_size < 4 || memcmp(kp, "\0\0\0\0", 4) != 0)
 			break;
@@ -621,7 +621,7 @@ int kv_expired(kv_store_t *s, uint64_t now_ms, size_t limit, kv_expired_cb cb, v
 		rc = kv__err(rc);
 		goto out;
 	}
-	for (op = MDB_FIRST; (rc = mdb_cursor_get(c, &k, &v, op)) == 0; op = MDB_NEXT) {
+	for (op = MDB_FIRST; (rc = kv__cget(c, s, KV__DB_TTL, &k, &v, op)) == 0; op = MDB_NEXT) {
 		const uint8_t *kp = k.mv_data, *vp = v.mv_data;
 		proto_bytes_t bucket, key;
 		uint32_t bid;
@@ -638,7 +638,7 @@ int kv_expired(kv_store_t *s, uint64_t now_ms, size_t limit, kv_expired_cb cb, v
 			MDB_val bv = {4, bk};
 
 			kv__be32(bk, bid);
-			if ((rc = mdb_get(txn, s->dbi[KV__DB_BIDS], &bv, &nv))) {
+			if ((rc = kv__get(txn, s, KV__DB_BIDS, &bv, &nv))) {
 				rc = rc == MDB_NOTFOUND ? KV_ECORRUPT : kv__err(rc);
 				goto out;
 			}

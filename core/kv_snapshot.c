@@ -156,6 +156,12 @@ int kv_snapshot_write(kv_store_t *s, kv_snap_write_fn write, void *ctx, kv_snap_
 			/* LMDB's own records of the named databases are not content. */
 			if (db == KV__DB_MAIN && *(uint8_t *)k.mv_data >= KV__NAME_MIN)
 				continue;
+			/* values travel with their checksums; a snapshot never ships a bad one */
+			MDB_val chk = v;
+			if ((rc = kv__check(s, (unsigned)db, &k, &chk)) != 0) {
+				rc = KV_ECORRUPT;
+				goto out;
+			}
 			if ((rc = w_record(&w, db, &k, &v)))
 				goto out;
 			m.records++;
@@ -220,6 +226,19 @@ static int r_full(snap_r_t *r, void *p, size_t n)
 }
 
 /* Apply one verified DATA payload in one txn (retried after growing the map). */
+/* A streamed value's checksum trailer (kv_format.h), as kv__check does in a store. */
+static bool sum_ok(unsigned db, const MDB_val *k, const MDB_val *v)
+{
+	size_t len;
+
+	if (!kv__summed(db, k))
+		return true;
+	if (v->mv_size < KV__SUM)
+		return false;
+	len = v->mv_size - KV__SUM;
+	return kv__rle32((const uint8_t *)v->mv_data + len) == kv__sum(db, k, v->mv_data, len);
+}
+
 static int r_data(snap_r_t *r, const uint8_t *p, size_t len, uint64_t *records)
 {
 	MDB_txn *txn;
@@ -252,6 +271,10 @@ static int r_data(snap_r_t *r, const uint8_t *p, size_t len, uint64_t *records)
 			}
 			k.mv_data = (void *)(q + SNAP_REC_HDR);
 			v.mv_data = (void *)(q + SNAP_REC_HDR + k.mv_size);
+			if (!sum_ok((unsigned)db, &k, &v)) {
+				rc = KV_ECORRUPT; /* a record that fails its checksum: refuse it */
+				break;
+			}
 			if (db == KV__DB_META) {
 				size_t rl = SNAP_REC_HDR + k.mv_size + v.mv_size;
 				if (r->meta_len + rl > r->meta_cap) {
@@ -312,8 +335,8 @@ static int r_meta(snap_r_t *r, uint64_t applied, uint64_t revision)
 	while (q < end) {
 		MDB_val k = {q[1] | (size_t)q[2] << 8, (void *)(q + SNAP_REC_HDR)};
 		MDB_val v = {kv__rle32(q + 3), (void *)(q + SNAP_REC_HDR + k.mv_size)};
-		uint64_t x = v.mv_size == 8 ? kv__rle64(v.mv_data) :
-			     v.mv_size == 4 ? kv__rle32(v.mv_data) : UINT64_MAX;
+		size_t vl = v.mv_size - KV__SUM; /* checked whole by r_data */
+		uint64_t x = vl == 8 ? kv__rle64(v.mv_data) : vl == 4 ? kv__rle32(v.mv_data) : UINT64_MAX;
 
 		if (k.mv_size == 6 && memcmp(k.mv_data, "format", 6) == 0)
 			format = x;

@@ -10,5 +10,6 @@ int main(int argc, char **argv)
 
 	if (rc != 0)
 		return rc > 0 ? EXIT_SUCCESS : 2;
+	cfg.argv = argv;
 	return prim_run(&cfg) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -198,6 +198,9 @@ static void render(prim_t *p, proto_metrics_buf_t *b)
 	      raft_conf(&p->raft)->n);
 	gauge(b, "geokv_primary_repairing", "1 while a damaged log or store is repaired from peers.",
 	      p->repairing);
+	counter(b, "geokv_primary_corrupt_records_total",
+		"Records of state/ that failed their checksum (refused; a group member rebuilds).",
+		p->store ? kv_corrupt_count(p->store) : 0);
 	gauge(b, "geokv_primary_apply_stalled", "1 while apply waits (store full or I/O error).",
 	      p->apply_stalled_at != 0);
 	gauge(b, "geokv_primary_proposals_waiting", "Writes proposed to raft, not yet answered.",
@@ -426,6 +429,8 @@ const char *prim__probe(prim_t *p, prim_probe_t probe, uint64_t now_ms)
 		return NULL;
 	if (p->apply_stalled_at != 0)
 		return "apply stalled (store full or I/O error)";
+	if (p->store != NULL && kv_corrupt_count(p->store) != 0)
+		return "records failed their checksum";
 	if (raft_role(&p->raft) != RAFT_LEADER && now_ms > p->leader_contact_ms + contact_max)
 		return "no contact with the leader";
 	if (commit > applied + PRIM_HEALTH_MAX_LAG)

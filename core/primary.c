@@ -225,14 +225,15 @@ static prim_prop_t *wait_find(prim_t *p, uint64_t seq)
 /* ---- space admission -------------------------------------------------------------------
  * Committed entries are final: once in the log they must apply on every member. So a write
  * that could fill state/ or the log (raft/) is refused here, before it is proposed, while
- * a headroom is kept (1/32 of map-max, of the log's map and of each file system, each
- * 64 KiB..64 MiB) that only writes which free space may use: deletes, purges and bucket removal always get through, even on a full disk (a
+ * a headroom is kept (1/32 of map-max and of the log's map, 64 KiB..64 MiB; 1/16 of each
+ * file system, 256 KiB..64 MiB) that only writes which free space may use: deletes, purges and bucket removal always get through, even on a full disk (a
  * delete needs log space too: the headroom is what it uses). The estimate of what an entry
  * costs (its bytes twice, for the LMDB copy-on-write of its pages, plus a page) is summed
  * over every entry proposed here and not yet applied, and charged to both environments.
  * A member that accepts no write of its own can still fill its log with the leader's
  * entries; it then stops (log append failed) rather than acknowledge what it cannot keep. */
 #define ENTRY_COST(len) (2 * (uint64_t)(len) + 4096)
+#define PRIM_SMALL_WRITE 1800u /* fits a 4 KiB page beside others: no overflow pages */
 
 /* Bytes free to us on DIR's file system; *size its size, *dev its device. */
 static uint64_t dir_free(const char *dir, uint64_t *size, dev_t *dev)
@@ -273,24 +274,39 @@ static uint64_t headroom(uint64_t cap)
 	return head < (64u << 10) ? 64u << 10 : head > (64u << 20) ? 64u << 20 : head;
 }
 
+/* On a file system: 1/16 of it (256 KiB..64 MiB). More than for a map: what LMDB really
+ * takes (copied branch pages, free-list pages, pages a reader pins) is only estimated. */
+static uint64_t disk_headroom(uint64_t size)
+{
+	uint64_t head = size / 16;
+	return head < (256u << 10) ? 256u << 10 : head > (64u << 20) ? 64u << 20 : head;
+}
+
 static int space_admit(prim_t *p, uint8_t op, size_t len)
 {
 	uint64_t cap = p->cfg->map_max ? p->cfg->map_max : (uint64_t)1 << 40;
 	uint64_t head = headroom(cap), need = ENTRY_COST(len) + p->prop_bytes;
-	uint64_t sfree = p->space_used - p->space_live; /* free pages inside state/'s file */
+	/* Free pages inside a file are reused before it grows, but only by what fits in one
+	 * page: a value over half a page goes to overflow pages, which LMDB takes as one
+	 * contiguous run, most often from the end of the file. So a big write is charged
+	 * its full size against the disk. The log's free pages count at half: pages freed
+	 * by compaction stay pinned while a read of the log (a follower's catch-up) holds
+	 * them. A log entry is the whole op (a batch is one entry). */
+	bool big = len > PRIM_SMALL_WRITE;
+	uint64_t sfree = big ? 0 : p->space_used - p->space_live;
 	uint64_t grow = need > sfree ? need - sfree : 0; /* what the file grows on disk */
 	const kv_log_space_t *ls = &p->log_space;
-	uint64_t lfree = ls->file - ls->used; /* free pages inside the log file, reused first */
+	uint64_t lfree = big ? 0 : (ls->file - ls->used) / 2;
 	uint64_t lgrow = need > lfree ? need - lfree : 0;
 
 	if (op == PROTO_OP_DELETE || op == PROTO_OP_PURGE || op == PROTO_OP_BUCKET_DEL)
 		return 0;
 	if (p->space_live + need + head > cap ||
-	    (grow && grow + headroom(p->disk_size) > p->disk_free))
+	    (grow && grow + disk_headroom(p->disk_size) > p->disk_free))
 		goto full;
 	if (ls->map != 0 && (ls->used + need + headroom(ls->map) > ls->map ||
 			     (lgrow && lgrow + (p->log_same_fs ? grow : 0) +
-				       headroom(p->log_disk_size) > p->log_disk_free)))
+				       disk_headroom(p->log_disk_size) > p->log_disk_free)))
 		goto full;
 	return 0;
 full:
@@ -1212,6 +1228,30 @@ found:
 
 static void finish_ready(prim_t *p);
 
+/*
+ * Start again from what is on disk, in this same process: re-execute the command line
+ * (same pid, so a supervisor or a test sees no exit; stderr and the log go on). As a
+ * restart after kill -9, it loses nothing acknowledged: every answer waited for the
+ * log's fsync. For states the running process cannot continue from but a start can: a
+ * log append that failed (Raft counts on what it handed out being stored), a store to
+ * rebuild. Falls back to exit(1) for the supervisor. pause_ms keeps a cause that
+ * persists (a full disk) from turning into a busy loop.
+ */
+static void restart_in_place(prim_t *p, unsigned pause_ms)
+{
+	struct timespec ts = {pause_ms / 1000, (long)(pause_ms % 1000) * 1000000L};
+
+	fflush(NULL);
+	if (p->cfg->argv != NULL) {
+		if (pause_ms)
+			nanosleep(&ts, NULL);
+		execv("/proc/self/exe", p->cfg->argv);
+		GK_ERROR("primary", "cannot re-execute, exiting for the supervisor to restart",
+			 "err=\"%s\"", strerror(errno));
+	}
+	exit(1);
+}
+
 static void job_done(uv_work_t *req, int status)
 {
 	prim_log_job_t *j = req->data;
@@ -1221,13 +1261,19 @@ static void job_done(uv_work_t *req, int status)
 	p->job_running = false;
 	if (j->err != 0 || j->sync_err != 0) {
 		/* Raft assumes what it handed out is durable after advance: without that we
-		 * must not go on, nor answer anyone. A restart reads the log as it is on disk. */
-		GK_ERROR("primary", j->err ? "log append failed, exiting" :
-			 "log fsync failed, exiting without acknowledging",
+		 * must not go on, nor answer anyone. A restart reads the log as it is on disk.
+		 * A full disk or log map (admission estimates LMDB's needs; a follower takes
+		 * whatever its leader sends) is survivable: restart in place, where admission
+		 * sees the disk as it now is. A failed fsync is not: exit. */
+		bool full = j->err == KV_EFULL || j->err == -ENOSPC || j->err == -EDQUOT;
+		GK_ERROR("primary", j->err == 0 ? "log fsync failed, exiting without acknowledging" :
+			 full ? "log append failed: disk or log map full, restarting in place" :
+			 "log append failed, exiting",
 			 "entries=%zu err=\"%s\"%s", j->n_ents,
 			 geokv_strerror(j->err ? j->err : j->sync_err),
-			 j->err == KV_EFULL ? " hint=\"the log disk is full: free space or raise "
-			 "log-map-size\"" : "");
+			 full ? " hint=\"free space on the log's disk or raise log-map-size\"" : "");
+		if (full && j->sync_err == 0)
+			restart_in_place(p, 1000);
 		exit(1);
 	}
 	if (j->sync_ns)
@@ -1452,10 +1498,52 @@ void prim__drive(prim_t *p)
 
 void prim__kick(prim_t *p) { prim__drive(p); }
 
+static bool in_group(const prim_t *p);
+
+/*
+ * A record of state/ failed its checksum (kv_corrupt_count): the store refuses it, so no
+ * client ever reads it, but this member's copy is no longer the group's. A member of a
+ * group rebuilds state/ from its log or the leader's snapshot: it records why in
+ * raft/state.corrupt and re-executes itself (the same pid, like a restart by its
+ * supervisor; what it acknowledged is in the synced log, as after kill -9). Start-up sets
+ * the damaged store aside and starts a fresh one, which is applied from the log or, past
+ * a compaction, from the leader's snapshot, voting again only once it is caught up. A
+ * group of one has nobody to repair from: it goes on refusing those records (and says so
+ * in /healthz, the log and geokv_primary_corrupt_records_total).
+ */
+static void check_corruption(prim_t *p)
+{
+	uint64_t n = p->store ? kv_corrupt_count(p->store) : 0;
+	FILE *f;
+
+	if (n == 0 || p->corrupt_seen)
+		return;
+	p->corrupt_seen = true;
+	if (!in_group(p) || p->cfg->argv == NULL) {
+		GK_ERROR("primary", "records of state/ failed their checksum, refusing them",
+			 "corrupt=%" PRIu64 " hint=\"no peers to repair from: restore this node's "
+			 "data dir from a backup\"", n);
+		return;
+	}
+	GK_ERROR("primary", "records of state/ failed their checksum, restarting to rebuild "
+		 "the store from the group", "corrupt=%" PRIu64, n);
+	if ((f = fopen(p->corrupt_path, "w")) == NULL) {
+		GK_ERROR("primary", "cannot record the repair, exiting", "path=%s err=\"%s\"",
+			 p->corrupt_path, strerror(errno));
+		exit(1);
+	}
+	fprintf(f, "corrupt=%" PRIu64 "\n", n);
+	fflush(f);
+	(void)fsync(fileno(f));
+	fclose(f);
+	restart_in_place(p, 0);
+}
+
 static void on_tick(uv_timer_t *t)
 {
 	prim_t *p = t->data;
 
+	check_corruption(p);
 	if (p->repairing && raft_role(&p->raft) != RAFT_LEADER) {
 		/* No campaigns while repairing; the log catching up ends it. */
 		if (p->repair_until == REPAIR_UNKNOWN ?
@@ -1938,21 +2026,28 @@ static int open_storage(prim_t *p)
 	snprintf(logdir, sizeof logdir, "%s/raft", c->data);
 	snprintf(p->state_dir, sizeof p->state_dir, "%s/state", c->data);
 	snprintf(p->repair_path, sizeof p->repair_path, "%s/raft/repair", c->data);
+	snprintf(p->corrupt_path, sizeof p->corrupt_path, "%s/raft/state.corrupt", c->data);
 	if ((rc = finish_swap(p)) != 0) {
 		GK_ERROR("primary", "cannot finish a snapshot install", "err=\"%s\"",
 			 geokv_strerror(rc));
 		return rc;
 	}
-	if ((rc = mkdir_p(p->state_dir)) == 0 && (rc = open_store(p)) == KV_ECORRUPT &&
+	bool corrupt = access(p->corrupt_path, F_OK) == 0;
+	if ((rc = mkdir_p(p->state_dir)) == 0 && ((rc = open_store(p)) == KV_ECORRUPT || corrupt) &&
 	    in_group(p)) {
-		/* A store that cannot be opened (a cut file): start it afresh; the log replays
-		 * into it, or, past a compaction, the leader sends a snapshot. */
-		GK_ERROR("primary", "damaged store, rebuilding it", "dir=%s", p->state_dir);
+		/* A store that cannot be opened (a cut file), or whose records failed their
+		 * checksums while running: start it afresh; the log replays into it, or, past
+		 * a compaction, the leader sends a snapshot. */
+		GK_ERROR("primary", "damaged store, rebuilding it", "dir=%s why=\"%s\"",
+			 p->state_dir, rc == KV_ECORRUPT ? "it cannot be opened" :
+			 "records failed their checksum");
 		close_store(p);
 		set_aside(p->state_dir);
 		if ((rc = mkdir_p(p->state_dir)) == 0)
 			rc = open_store(p);
 	}
+	if (rc == 0 && corrupt)
+		unlink(p->corrupt_path);
 	if (rc != 0)
 		return rc;
 	rc = kv_log_open(&p->log, logdir, &lo);

@@ -35,6 +35,7 @@
 /* Every setting (core/config.c's table): `[section] key = value` in the INI file,
  * `--key-name VALUE` or `--set section.key=VALUE` on the command line (docs/config.md). */
 typedef struct prim_config {
+	char **argv;                /* the command line (main's argv), to re-exec for a repair */
 	char data[1024];            /* data dir: holds raft/ and state/ (default ./data) */
 	char listen[256];           /* host:port (default 127.0.0.1:7400) */
 	char advertise[256];        /* host:port given to clients as the leader (default listen) */

@@ -188,6 +188,8 @@ struct prim {
 	raft_id_t last_leader;
 	uint64_t leader_contact_ms;/* wall clock of the last sign of a live leader */
 	bool repairing;            /* log or store was damaged: no votes, no campaign */
+	bool corrupt_seen;         /* a record of state/ failed its checksum (logged once) */
+	char corrupt_path[1100];   /* raft/state.corrupt: rebuild state/ at the next start */
 	uint64_t repair_until;     /* ... until the log holds this index again */
 	bool transferring;         /* SIGTERM on the leader: handing leadership over */
 	uint64_t transfer_deadline;

@@ -308,6 +308,9 @@ static void metrics_text(gw_ctx_t *x, proto_metrics_buf_t *b)
 	proto_metrics_u64(b, "geokv_gateway_sent_bytes_total", NULL, SUM(bytes_out));
 	proto_metrics_family(b, "geokv_gateway_workers", "gauge", "Worker threads.");
 	proto_metrics_u64(b, "geokv_gateway_workers", NULL, nw);
+	proto_metrics_family(b, "geokv_gateway_corrupt_records_total", "counter",
+			     "Records refused because they failed their checksum (answered 503).");
+	proto_metrics_u64(b, "geokv_gateway_corrupt_records_total", NULL, kv_corrupt_count(x->store));
 
 	proto_metrics_family(b, "geokv_node_revision", "gauge", "Store revision applied by the node.");
 	proto_metrics_u64(b, "geokv_node_revision", NULL, gw_node_revision(x));
@@ -444,6 +447,11 @@ static int kv(gw_ctx_t *x, const gw_req_t *req, const gw_target_t *t, gw_out_t *
 	if (rc == KV_EBADKEY || rc == KV_EBADBUCKET) {
 		err_body(x, o, 400, rc == KV_EBADKEY ? "invalid key" : "invalid bucket", with_body, close);
 		return 400;
+	}
+	if (rc == KV_ECORRUPT) {
+		/* the store logged it; never serve it: another location has a sound copy */
+		err_body(x, o, 503, "record failed its checksum", with_body, close);
+		return 503;
 	}
 	if (rc != 0) {
 		GK_DEBUG("gateway", "lookup failed", "err=%s", geokv_errname(rc));

@@ -238,6 +238,9 @@ static revs_item_t *revs_items(MDB_txn *txn, MDB_dbi revs, size_t *n_out)
 	for (int op = MDB_FIRST; !bad && mdb_cursor_get(c, &k, &v, op) == 0; op = MDB_NEXT) {
 		const uint8_t *p = v.mv_data;
 		size_t off = 0;
+		if (v.mv_size < 4)
+			abort();
+		v.mv_size -= 4; /* the checksum trailer (kv_format.h, format 3) */
 		uint64_t base = rbe64(k.mv_data);
 		bad = k.mv_size != 8 || v.mv_size == 0 || v.mv_size > 8 + 1024 ||
 		      (n && base <= last);
@@ -321,6 +324,7 @@ int su_check_revs(kv_store_t *s)
 		const uint8_t *p = k.mv_data;
 		if (k.mv_size <= 4 || p[0] >= 0x20 || !(p[0] | p[1] | p[2] | p[3]))
 			continue;
+		v.mv_size -= 4; /* checksum trailer */
 		rc = revs_has(it, nit, rle64(v.mv_data), p, p + 4, k.mv_size - 4, &v);
 		n++;
 	}
@@ -334,6 +338,7 @@ int su_check_revs(kv_store_t *s)
 			rc = -1;
 			break;
 		}
+		v.mv_size -= 4; /* checksum trailer */
 		rc = revs_has(it, nit, rbe64(p + 6 + elen), p, p + 6, elen, &v);
 		n++;
 	}

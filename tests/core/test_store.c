@@ -965,3 +965,81 @@ Test(kv_store, reused_read_txn_follows_a_bucket_deleted_and_recreated)
 	cr_assert_eq(kv_get(&t, "b", 1, "k", 1, 0, &rec), KV_ENOTFOUND);
 	kv_read_close(&t);
 }
+
+/* ---- record checksums (format 3) ---------------------------------------------------------- */
+
+#include <lmdb.h>
+
+/* Change the stored value of key KEY (bucket id 1) behind the store's back: flip one bit of
+ * its value byte AT (from the end of the value, before the 4-byte trailer), or, with
+ * from != NULL, give it the exact stored bytes of key FROM (a record under the wrong key). */
+static void tamper_record(const char *key, size_t at, const char *from)
+{
+	MDB_txn *txn;
+	uint8_t kb[64], buf[4096];
+	size_t klen = strlen(key);
+	MDB_val k = {4 + klen, kb}, v;
+
+	kb[0] = kb[1] = kb[2] = 0;
+	kb[3] = 1;
+	memcpy(kb + 4, key, klen);
+	cr_assert_eq(mdb_txn_begin(kv_env(s), NULL, 0, &txn), 0);
+	if (from != NULL) {
+		uint8_t fb[64];
+		MDB_val fk = {4 + strlen(from), fb};
+		memcpy(fb, kb, 4);
+		memcpy(fb + 4, from, strlen(from));
+		cr_assert_eq(mdb_get(txn, 1, &fk, &v), 0);
+	} else {
+		cr_assert_eq(mdb_get(txn, 1, &k, &v), 0);
+	}
+	cr_assert(v.mv_size <= sizeof buf && v.mv_size > 4 + at);
+	memcpy(buf, v.mv_data, v.mv_size);
+	if (from == NULL)
+		buf[v.mv_size - 5 - at] ^= 0x10;
+	v.mv_data = buf;
+	cr_assert_eq(mdb_put(txn, 1, &k, &v, 0), 0);
+	cr_assert_eq(mdb_txn_commit(txn), 0);
+}
+
+Test(kv_store, a_flipped_value_byte_is_refused_never_served)
+{
+	proto_rec_t rec;
+	char v[64];
+
+	cr_assert_eq(su_put(s, "b", "k1", "card-0001", NULL), 0);
+	cr_assert_eq(su_put(s, "b", "k2", "card-0002", NULL), 0);
+	cr_assert_eq(kv_corrupt_count(s), 0);
+	tamper_record("k1", 0, NULL);
+	cr_expect_eq(su_get(s, "b", "k1", 0, v, sizeof v, &rec), KV_ECORRUPT);
+	cr_expect_eq(kv_corrupt_count(s), 1, "counted");
+	cr_expect_eq(su_get(s, "b", "k2", 0, v, sizeof v, &rec), 0, "other keys still served");
+	cr_expect_str_eq(v, "card-0002");
+}
+
+Test(kv_store, a_record_under_another_key_is_refused)
+{
+	proto_rec_t rec;
+	char v[64];
+
+	cr_assert_eq(su_put(s, "b", "k1", "card-0001", NULL), 0);
+	cr_assert_eq(su_put(s, "b", "k2", "card-0002", NULL), 0);
+	tamper_record("k1", 0, "k2"); /* k2's bytes, trailer included, stored under k1 */
+	cr_expect_eq(su_get(s, "b", "k1", 0, v, sizeof v, &rec), KV_ECORRUPT);
+}
+
+Test(kv_store, a_corrupt_record_stops_writes_to_it_snapshots_and_checksums)
+{
+	kv_snap_meta_t m;
+	uint64_t h;
+	uint64_t rev0;
+
+	cr_assert_eq(su_put(s, "b", "k1", "card-0001", NULL), 0);
+	tamper_record("k1", 3, NULL);
+	rev0 = kv_revision(s);
+	/* applying over it would diverge from the members whose copy is sound */
+	cr_expect_eq(su_put(s, "b", "k1", "card-0001-v2", NULL), KV_ECORRUPT);
+	cr_expect_eq(kv_revision(s), rev0, "nothing applied");
+	cr_expect_eq(kv_checksum(s, &m, &h), KV_ECORRUPT, "no checksum of a corrupt store");
+	cr_expect_geq(kv_corrupt_count(s), 2);
+}

@@ -146,6 +146,39 @@ check "member $F caught up through a snapshot (its position was compacted away)"
 run verify_all "$TMP/ack2"
 [ "$RC" = 0 ] && ok "the 100,000 writes are on all three" || fail "the 100,000 writes on all three" "$OUT"
 
+# ---- a flipped byte in a follower's state/ is refused, never served; the member rebuilds --
+L=$(leader); F=$(( L % 3 + 1 ))
+SOUND=sound-value-0123456789abcdef
+expect_rc "a record to damage" 0 "" cli -s "$(addr "$L")" put c damaged "$SOUND"
+wait_until 10 converged
+stop "${NPID[F]}"
+flips=$(python3 - "$TMP/d$F/state/data.mdb" "$SOUND" <<'PY'
+import sys
+path, want = sys.argv[1], sys.argv[2].encode()
+data = bytearray(open(path, "rb").read())
+n, at = 0, data.find(want)
+while at >= 0:
+    data[at] ^= 0x20          # 's' -> 'S': a value that still looks plausible
+    n += 1
+    at = data.find(want, at + 1)
+open(path, "wb").write(data)
+print(n)
+PY
+)
+check "the value's bytes were flipped in member $F's data.mdb ($flips copies)" test "$flips" -ge 1
+if start_node "$F"; then ok "member $F restarts on its damaged store"; else fail "member $F restarts on a damaged store" "$(tail -n 5 "$TMP/n$F.log")"; fi
+run cli --stale -s "$(addr "$F")" get c damaged --raw
+case "$OUT" in
+*Sound-value*) fail "the damaged record is never served" "$OUT" ;;
+*) ok "the damaged record is never served (got: ${OUT:0:60})" ;;
+esac
+check "member $F logs the failed checksum" wait_until 10 grep -q "failed its checksum" "$TMP/n$F.log"
+check "member $F rebuilds its store from the group" wait_until 20 grep -q "damaged store, rebuilding it" "$TMP/n$F.log"
+check "member $F is the same process (re-executed, pid ${NPID[F]})" kill -0 "${NPID[F]}"
+if wait_until 60 converged; then ok "after the rebuild: equal checksums on all three"; else fail "converge after the rebuild" "$(cli -s "$(addr 1)" status --checksum 2>&1)"; fi
+expect_rc "member $F serves the sound value again" 0 "$SOUND" cli --stale -s "$(addr "$F")" get c damaged --raw
+check "the damaged store was kept aside for the operator" test -d "$TMP/d$F/state.damaged"
+
 # ---- SIGSTOP of the leader ---------------------------------------------------------------
 L=$(leader); F=$(( L % 3 + 1 ))
 ACK3=$TMP/ack3
