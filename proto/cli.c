@@ -38,6 +38,14 @@
 #define OPT_VERSION  1019
 #define OPT_DESC     1020
 #define OPT_SELECT   1021
+#define OPT_FORMAT   1022
+#define OPT_KEYF     1023
+#define OPT_VALF     1024
+#define OPT_HEADER   1025
+#define OPT_MAXERR   1026
+#define OPT_CKPT     1027
+#define OPT_RESUME   1028
+#define OPT_PROGRESS 1029
 
 struct cmd;
 
@@ -182,6 +190,14 @@ static int parse(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv, opts_t *o
 		{"rev", required_argument, NULL, OPT_REV},
 		{"description", required_argument, NULL, OPT_DESC},
 		{"select", no_argument, NULL, OPT_SELECT},
+		{"format", required_argument, NULL, OPT_FORMAT},
+		{"key-field", required_argument, NULL, OPT_KEYF},
+		{"value-field", required_argument, NULL, OPT_VALF},
+		{"header", no_argument, NULL, OPT_HEADER},
+		{"max-errors", required_argument, NULL, OPT_MAXERR},
+		{"checkpoint", required_argument, NULL, OPT_CKPT},
+		{"resume", no_argument, NULL, OPT_RESUME},
+		{"progress-every", required_argument, NULL, OPT_PROGRESS},
 		{"raw", no_argument, NULL, OPT_RAW},
 		{"force", no_argument, NULL, 'f'},
 		{"batch", required_argument, NULL, OPT_BATCH},
@@ -202,7 +218,8 @@ static int parse(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv, opts_t *o
 	else if (strcmp(c->name, "bucket rm") == 0)
 		allowed = "force";
 	else if (strcmp(c->name, "load") == 0)
-		allowed = "batch window skip-bad quiet";
+		allowed = "batch window skip-bad quiet format key-field value-field header "
+			  "max-errors checkpoint resume progress-every";
 	else if (strcmp(c->name, "status") == 0)
 		allowed = "checksum";
 	else if (strcmp(c->name, "context add") == 0)
@@ -282,6 +299,53 @@ static int parse(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv, opts_t *o
 			break;
 		case OPT_SELECT:
 			o->select = true;
+			break;
+		case OPT_FORMAT: {
+			static const char *f[] = {"auto", "ndjson", "csv", "tsv"};
+			o->format = -1;
+			for (int i = 0; i < 4; i++)
+				if (strcmp(optarg, f[i]) == 0 || (i == 1 && strcmp(optarg, "json") == 0))
+					o->format = i;
+			if (o->format < 0)
+				return cli_usage_error(c->name, "bad --format '%s' (want auto, ndjson, "
+						       "csv or tsv)", optarg);
+			break;
+		}
+		case OPT_KEYF:
+		case OPT_VALF: {
+			uint64_t col = 0;
+			if (!*optarg)
+				return cli_usage_error(c->name, "%s needs a name or a column number",
+						       argv[optind - 1]);
+			if (strspn(optarg, "0123456789") == strlen(optarg) &&
+			    (proto_conf_parse_u64(optarg, &col) || col < 1 || col > 100000))
+				return cli_usage_error(c->name, "columns count from 1");
+			if (ch == OPT_KEYF) {
+				o->key_field = optarg;
+				o->key_col = col;
+			} else {
+				o->value_field = optarg;
+				o->value_col = col;
+			}
+			break;
+		}
+		case OPT_HEADER:
+			o->header = true;
+			break;
+		case OPT_MAXERR:
+			if (proto_conf_parse_u64(optarg, &o->max_errors))
+				return cli_usage_error(c->name, "bad --max-errors '%s'", optarg);
+			o->has_max_errors = true;
+			break;
+		case OPT_CKPT:
+			o->checkpoint = optarg;
+			break;
+		case OPT_RESUME:
+			o->resume = true;
+			break;
+		case OPT_PROGRESS:
+			if (proto_conf_parse_duration(optarg, 1000, &o->progress_ms) || o->progress_ms == 0)
+				return cli_usage_error(c->name, "bad --progress-every '%s'", optarg);
 			break;
 		case ':':
 			return cli_usage_error(c->name, "option '%s' needs a value", argv[optind - 1]);
@@ -854,14 +918,30 @@ static const cmd_t cmds[] = {
 	 NULL, run_history, 2, 2, CMD_ABOUT_KEY},
 	{"load", "BUCKET FILE|- [options]",
 	 "Load keys from FILE or stdin, batched and pipelined.\n\n"
-	 "One key per line, either NDJSON\n"
-	 "{\"key\":\"k\",\"value\":\"v\"} or key<TAB>value, detected per line. Empty lines are\n"
-	 "skipped. Keys go in batches (one atomic write each), several in flight; every\n"
-	 "batch acknowledged is durable. A bad line stops the load (exit 6) after\n"
-	 "everything before it is loaded, unless --skip-bad.",
+	 "One key per line: NDJSON {\"key\":\"k\",\"value\":\"v\"} (or \"value_b64\": base64),\n"
+	 "CSV (key,value; RFC 4180 quoting) or TSV (key<TAB>value: the rest of the line).\n"
+	 "The format comes from --format, else the extension (.ndjson .jsonl .json, .csv,\n"
+	 ".tsv, before any .gz/.zst), else each line's first byte ('{' = JSON, else TSV).\n"
+	 "gzip and zstd input is recognised by its first bytes. Blank lines are skipped.\n"
+	 "Every line is checked first (parse, key rules, the bucket's max value) and a bad\n"
+	 "one is reported as FILE:LINE: reason. Keys go in batches (one atomic write\n"
+	 "each), several in flight; every batch acknowledged is durable. Progress goes\n"
+	 "to stderr (a live line on a terminal, a plain line every 5s otherwise), the\n"
+	 "summary to stdout (one JSON object with -o json).",
+	 "      --format F           auto (default), ndjson, csv or tsv\n"
+	 "      --key-field F        JSON field, or CSV/TSV column: a header name or a\n"
+	 "                           number from 1 (default: \"key\", column 1)\n"
+	 "      --value-field F      likewise (default: \"value\" or \"value_b64\"; CSV\n"
+	 "                           column 2; TSV the rest of the line)\n"
+	 "      --header             CSV/TSV: the first line names the columns (implied by\n"
+	 "                           a field given by name)\n"
+	 "      --max-errors N       skip up to N bad lines, stop at the next (default 0)\n"
+	 "      --skip-bad           skip every bad line (no limit)\n"
+	 "      --checkpoint FILE    keep FILE saying through which line all is loaded\n"
+	 "      --resume             with --checkpoint: skip the lines it says are loaded\n"
 	 "      --batch N            ops per batch (default 1000)\n"
 	 "      --window N           batches in flight (default 4)\n"
-	 "      --skip-bad           report bad lines and carry on\n"
+	 "      --progress-every DUR progress interval (default 250ms on a terminal, 5s)\n"
 	 "  -q, --quiet              no progress on stderr\n",
 	 prep_load, NULL, 2, 2, 0},
 	{"status", "[--checksum]", "Show the member's status and every member's role, indexes and lag.\n"

@@ -14,6 +14,8 @@
 #include "proto/client.h"
 #include "proto/conf.h"
 
+enum { LOAD_FMT_AUTO, LOAD_FMT_NDJSON, LOAD_FMT_CSV, LOAD_FMT_TSV };
+
 /* Exit codes: part of the CLI's contract (docs/cli.md). */
 enum {
 	CLI_OK = 0,
@@ -84,6 +86,16 @@ typedef struct opts {
 	uint64_t batch, window;   /* load: 0 = defaults */
 	bool skip_bad, quiet;     /* load */
 	bool checksum;            /* status: each member's content checksum */
+	/* load */
+	int format;               /* LOAD_FMT_* */
+	const char *key_field, *value_field; /* names; also columns when all digits: */
+	uint64_t key_col, value_col;
+	bool header;
+	uint64_t max_errors;
+	bool has_max_errors;
+	const char *checkpoint;
+	bool resume;
+	uint64_t progress_ms;     /* 0 = 250 ms on a terminal, else 5 s */
 	const char *description;  /* context add */
 	bool select;              /* context add: make it the current context */
 } opts_t;

@@ -246,6 +246,12 @@ typedef struct kvc_load_stats {
 	int err;                      /* first error, 0 if none */
 	uint64_t failed_tag;          /* tag of the op that failed (see above) */
 	int failed_status;            /* that op's own error for KV_EBATCH, else err */
+	/* With tags that increase (line numbers): every op tagged <= acked_through is
+	 * acknowledged (a checkpoint may say so), and first_unacked is the lowest tag of an op
+	 * that failed or was never sent (0 = none so far). Batches are answered in any order, so
+	 * ops after first_unacked may be acknowledged too; none before it is missing. */
+	uint64_t acked_through;
+	uint64_t first_unacked;
 } kvc_load_stats_t;
 
 /* bucket is copied. Returns 0, -ENOMEM, KV_EBADBUCKET (name breaks the rules). */

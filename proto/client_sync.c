@@ -438,6 +438,7 @@ struct kvc_loader {
 	lslot_t *slots;
 	lslot_t *cur;                 /* being filled, or NULL */
 	uint32_t busy;
+	uint64_t last_tag;            /* of the last op added */
 	kvc_load_stats_t st;
 };
 
@@ -456,6 +457,11 @@ static void load_cb(kvc_req_t *req, int status, const kvc_resp_t *resp)
 		if (wr.count && wr.rev + wr.count - 1 > l->st.last_rev)
 			l->st.last_rev = wr.rev + wr.count - 1;
 	}
+	/* The first line not acknowledged is the lowest first tag of any failed batch, whatever
+	 * order the answers came in: a batch is all-or-nothing, so its first op is unapplied
+	 * even when the culprit (failed_tag) sits further in. */
+	if (status != 0 && s->count && (!l->st.first_unacked || s->tags[0] < l->st.first_unacked))
+		l->st.first_unacked = s->tags[0];
 	if (status != 0 && l->st.err == 0) {
 		l->st.err = status;
 		l->st.failed_status = status;
@@ -515,6 +521,8 @@ static int slot_send(kvc_loader_t *l, lslot_t *s)
 	op.batch = (proto_bytes_t){s->buf + 5, (uint32_t)(proto_wbuf_len(&s->w) - 5)};
 	rc = kvc_send(l->k->c, &s->req, &op, KVC_F_IDEMPOTENT, load_cb);
 	if (rc) {
+		if (!l->st.first_unacked || s->tags[0] < l->st.first_unacked)
+			l->st.first_unacked = s->tags[0];
 		if (!l->st.err) {
 			l->st.err = l->st.failed_status = rc;
 			l->st.failed_tag = s->tags[0];
@@ -597,6 +605,7 @@ int kvc_loader_put(kvc_loader_t *l, const void *key, size_t klen, const void *va
 			return rc;
 	}
 	l->cur->tags[l->cur->count++] = tag;
+	l->last_tag = tag;
 	if (l->cur->count >= l->o.batch_ops) {
 		lslot_t *full = l->cur;
 		l->cur = NULL;
@@ -605,9 +614,23 @@ int kvc_loader_put(kvc_loader_t *l, const void *key, size_t klen, const void *va
 	return 0;
 }
 
+/* The lowest tag not yet known acknowledged: in flight, being filled, or failed. */
+static void fill_marks(const kvc_loader_t *l, kvc_load_stats_t *st)
+{
+	uint64_t low = l->st.first_unacked;
+
+	for (uint32_t i = 0; i < l->o.window; i++) {
+		const lslot_t *s = &l->slots[i];
+		if ((s->busy || s == l->cur) && s->count && (!low || s->tags[0] < low))
+			low = s->tags[0];
+	}
+	st->acked_through = low ? low - 1 : l->last_tag;
+}
+
 void kvc_loader_stats(const kvc_loader_t *l, kvc_load_stats_t *st)
 {
 	*st = l->st;
+	fill_marks(l, st);
 }
 
 int kvc_loader_finish(kvc_loader_t *l, kvc_load_stats_t *st)
@@ -616,11 +639,18 @@ int kvc_loader_finish(kvc_loader_t *l, kvc_load_stats_t *st)
 
 	if (l->cur && l->cur->count && !l->st.err)
 		slot_send(l, l->cur);
+	else if (l->cur && l->cur->count && (!l->st.first_unacked ||
+					     l->cur->tags[0] < l->st.first_unacked))
+		l->st.first_unacked = l->cur->tags[0]; /* stopped: never sent */
+	if (l->cur)
+		l->cur->count = 0;
 	l->cur = NULL;
 	while (l->busy)
 		uv_run(&l->k->loop, UV_RUN_ONCE);
-	if (st)
+	if (st) {
 		*st = l->st;
+		fill_marks(l, st);
+	}
 	err = l->st.err;
 	for (uint32_t i = 0; i < l->o.window; i++) {
 		free(l->slots[i].buf);
