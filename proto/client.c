@@ -429,7 +429,7 @@ static int conn_frame(kvc_conn_t *k, uint16_t type, uint64_t id, const proto_op_
 	if ((rc = proto_frame_finish(&w, at, type, id)) != 0)
 		return rc;
 	if (op && k->c->o.stale && !proto_op_is_write(op->op) && op->op != PROTO_OP_STATUS &&
-	    op->op != PROTO_OP_HASH)
+	    op->op != PROTO_OP_HASH && op->op != PROTO_OP_WATCH && op->op != PROTO_OP_SNAPSHOT)
 		w.start[at + 6] |= PROTO_F_STALE;
 	b->len += proto_wbuf_len(&w);
 	return 0;

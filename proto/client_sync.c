@@ -156,6 +156,7 @@ static int check_op(const proto_op_t *op)
 	case PROTO_OP_STATUS:
 	case PROTO_OP_HASH:
 	case PROTO_OP_BUCKET_LIST:
+	case PROTO_OP_SNAPSHOT:
 		return 0;
 	default:
 		break;
@@ -168,6 +169,8 @@ static int check_op(const proto_op_t *op)
 	case PROTO_OP_BUCKET_INFO:
 		return 0;
 	case PROTO_OP_KEYS:
+	case PROTO_OP_WATCH:
+	case PROTO_OP_SCAN:
 		return proto_prefix_valid(op->key.p, op->key.len) ? 0 : KV_EBADKEY;
 	default:
 		return proto_key_valid(op->key.p, op->key.len) ? 0 : KV_EBADKEY;

@@ -353,6 +353,9 @@ static unsigned op_fields(unsigned op)
 	case PROTO_OP_BUCKET_LIST: return F_AFTER | F_LIMIT;
 	case PROTO_OP_STATUS:      return 0;
 	case PROTO_OP_HASH:        return 0;
+	case PROTO_OP_WATCH:       return F_BUCKET | F_KEY | F_REV | F_LIMIT;
+	case PROTO_OP_SCAN:        return F_BUCKET | F_KEY | F_AFTER | F_LIMIT;
+	case PROTO_OP_SNAPSHOT:    return F_REV | F_AFTER | F_LIMIT;
 	default:                   return 0;
 	}
 }
@@ -360,7 +363,7 @@ static unsigned op_fields(unsigned op)
 static bool op_known(unsigned op)
 {
 	return (op >= PROTO_OP_BUCKET_ADD && op <= PROTO_OP_BATCH) ||
-	       (op >= PROTO_OP_GET && op <= PROTO_OP_HASH);
+	       (op >= PROTO_OP_GET && op <= PROTO_OP_SNAPSHOT);
 }
 
 static void cfg_put(proto_wbuf_t *w, const proto_bucket_cfg_t *cfg)
@@ -785,6 +788,7 @@ static int list_item(proto_list_reader_t *l, proto_bytes_t *key, proto_rec_t *re
 		*key = proto_get_bytes(&l->cur, 2, PROTO_MAX_KEY);
 		return l->cur.err;
 	case PROTO_OP_HISTORY:
+	case PROTO_OP_SCAN:
 		return proto_rec_get(&l->cur, rec);
 	case PROTO_OP_BUCKET_LIST:
 		return proto_bucket_info_get(&l->cur, b);
@@ -804,7 +808,8 @@ int proto_list_reader_init(proto_list_reader_t *l, const uint8_t *p, size_t len,
 	int rc;
 
 	memset(l, 0, sizeof *l);
-	if (op != PROTO_OP_KEYS && op != PROTO_OP_HISTORY && op != PROTO_OP_BUCKET_LIST)
+	if (op != PROTO_OP_KEYS && op != PROTO_OP_HISTORY && op != PROTO_OP_BUCKET_LIST &&
+	    op != PROTO_OP_SCAN)
 		return PROTO_EBADTYPE;
 	if (len < 5)
 		return PROTO_EBADMSG;
@@ -839,7 +844,7 @@ static int list_next(proto_list_reader_t *l, uint8_t op, proto_bytes_t *key, pro
 
 	if (l->cur.err)
 		return l->cur.err;
-	if (l->op != op)
+	if (l->op != op && !(op == PROTO_OP_HISTORY && l->op == PROTO_OP_SCAN))
 		return PROTO_EBADMSG;
 	if (l->left == 0)
 		return 0;
@@ -863,4 +868,50 @@ int proto_list_next_rec(proto_list_reader_t *l, proto_rec_t *r)
 int proto_list_next_bucket(proto_list_reader_t *l, proto_bucket_info_t *b)
 {
 	return list_next(l, PROTO_OP_BUCKET_LIST, NULL, NULL, b);
+}
+
+/* ---- WATCH and SNAPSHOT answers --------------------------------------------------------- */
+
+int proto_watch_resp_decode(const uint8_t *p, size_t len, uint64_t *next_rev,
+			    proto_list_reader_t *l)
+{
+	proto_cur_t c;
+
+	proto_cur_init(&c, p, len);
+	*next_rev = proto_get_u64(&c);
+	if (c.err)
+		return PROTO_EBADMSG;
+	return proto_list_reader_init(l, c.p, (size_t)(c.end - c.p), PROTO_OP_HISTORY);
+}
+
+int proto_snap_resp_encode(proto_wbuf_t *w, const proto_snap_resp_t *r)
+{
+	if (r->session.len > PROTO_MAX_SESSION)
+		return w->err = PROTO_ETOOBIG;
+	proto_put_bytes(w, 1, r->session.p, r->session.len);
+	proto_put_u64(w, r->size);
+	proto_put_u64(w, r->applied);
+	proto_put_u64(w, r->revision);
+	proto_put_u64(w, r->records);
+	proto_put_bytes(w, 4, r->chunk.p, r->chunk.len);
+	return w->err;
+}
+
+int proto_snap_resp_decode(const uint8_t *p, size_t len, proto_snap_resp_t *r)
+{
+	proto_cur_t c;
+
+	memset(r, 0, sizeof *r);
+	proto_cur_init(&c, p, len);
+	r->session = proto_get_bytes(&c, 1, PROTO_MAX_SESSION);
+	r->size = proto_get_u64(&c);
+	r->applied = proto_get_u64(&c);
+	r->revision = proto_get_u64(&c);
+	r->records = proto_get_u64(&c);
+	r->chunk = proto_get_bytes(&c, 4, PROTO_DEFAULT_MAX_FRAME);
+	if (c.err)
+		return c.err;
+	if (c.p != c.end || r->chunk.len > r->size)
+		return PROTO_EBADMSG;
+	return 0;
 }

@@ -92,6 +92,9 @@ const char *proto_op_name(unsigned op)
 	case PROTO_OP_BUCKET_LIST: return "BUCKET_LIST";
 	case PROTO_OP_STATUS:      return "STATUS";
 	case PROTO_OP_HASH:        return "HASH";
+	case PROTO_OP_WATCH:       return "WATCH";
+	case PROTO_OP_SCAN:        return "SCAN";
+	case PROTO_OP_SNAPSHOT:    return "SNAPSHOT";
 	default:                   return "?";
 	}
 }
