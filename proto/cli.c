@@ -46,6 +46,8 @@
 #define OPT_CKPT     1027
 #define OPT_RESUME   1028
 #define OPT_PROGRESS 1029
+#define OPT_FROMREV  1030
+#define OPT_COUNT    1031
 
 struct cmd;
 
@@ -198,6 +200,8 @@ static int parse(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv, opts_t *o
 		{"checkpoint", required_argument, NULL, OPT_CKPT},
 		{"resume", no_argument, NULL, OPT_RESUME},
 		{"progress-every", required_argument, NULL, OPT_PROGRESS},
+		{"from-rev", required_argument, NULL, OPT_FROMREV},
+		{"count", required_argument, NULL, OPT_COUNT},
 		{"raw", no_argument, NULL, OPT_RAW},
 		{"force", no_argument, NULL, 'f'},
 		{"batch", required_argument, NULL, OPT_BATCH},
@@ -222,6 +226,8 @@ static int parse(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv, opts_t *o
 			  "max-errors checkpoint resume progress-every";
 	else if (strcmp(c->name, "status") == 0)
 		allowed = "checksum";
+	else if (strcmp(c->name, "watch") == 0)
+		allowed = "from-rev count";
 	else if (strcmp(c->name, "context add") == 0)
 		allowed = "force description select";
 
@@ -342,6 +348,15 @@ static int parse(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv, opts_t *o
 			break;
 		case OPT_RESUME:
 			o->resume = true;
+			break;
+		case OPT_FROMREV:
+			if (proto_conf_parse_u64(optarg, &o->rev) || o->rev == 0)
+				return cli_usage_error(c->name, "bad --from-rev '%s'", optarg);
+			o->has_rev = true;
+			break;
+		case OPT_COUNT:
+			if (proto_conf_parse_u64(optarg, &o->count) || o->count == 0)
+				return cli_usage_error(c->name, "bad --count '%s'", optarg);
 			break;
 		case OPT_PROGRESS:
 			if (proto_conf_parse_duration(optarg, 1000, &o->progress_ms) || o->progress_ms == 0)
@@ -832,6 +847,20 @@ static int prep_load(cli_ctx_t *cx, call_t *cl)
 	return cli_cmd_load(cx, cl->a[0], cl->a[1], &cl->o);
 }
 
+static int prep_watch(cli_ctx_t *cx, call_t *cl)
+{
+	const char *prefix = cl->n > 1 ? cl->a[1] : "";
+
+	if (strcmp(cl->c->name, "dump") == 0)
+		return cli_cmd_dump(cx, cl->a[0], prefix, &cl->o);
+	return cli_cmd_watch(cx, cl->a[0], prefix, &cl->o);
+}
+
+static int prep_snapshot(cli_ctx_t *cx, call_t *cl)
+{
+	return cli_cmd_snapshot_save(cx, cl->a[0], &cl->o);
+}
+
 /* ---- dispatch --------------------------------------------------------------------------- */
 
 /* What an error is about: the bucket for bucket errors, else the key. */
@@ -944,6 +973,25 @@ static const cmd_t cmds[] = {
 	 "      --progress-every DUR progress interval (default 250ms on a terminal, 5s)\n"
 	 "  -q, --quiet              no progress on stderr\n",
 	 prep_load, NULL, 2, 2, 0},
+	{"watch", "BUCKET [PREFIX] [options]",
+	 "Print every change (put, delete, purge) to keys under PREFIX as it is applied,\n"
+	 "in revision order, from now or from --from-rev (changes still retained: the\n"
+	 "bucket's history). Runs until interrupted, or --count changes.",
+	 "      --from-rev N         start at revision N (default: the next one)\n"
+	 "      --count N            exit after N changes\n",
+	 prep_watch, NULL, 1, 2, 0},
+	{"dump", "BUCKET [PREFIX]",
+	 "Print the live keys under PREFIX as NDJSON {\"key\",\"value\"} lines (\"value_b64\"\n"
+	 "for values that are not UTF-8), in key order: 'geokv load' reads it back.\n"
+	 "Each page of 10,000 keys is one consistent read; use 'snapshot save' for one\n"
+	 "consistent copy of the whole store.",
+	 NULL, prep_watch, NULL, 1, 2, 0},
+	{"snapshot save", "FILE",
+	 "Save the member's whole store to FILE: its snapshot stream (one consistent read,\n"
+	 "checksummed chunks), fetched in chunks and renamed into place when complete.\n"
+	 "Prints its checksum, equal to 'status --checksum' at the same applied index.\n"
+	 "Restore with: geokv-restore --data DIR FILE (see docs/cli.md).",
+	 NULL, prep_snapshot, NULL, 1, 1, 0},
 	{"status", "[--checksum]", "Show the member's status and every member's role, indexes and lag.\n"
 	 "Exit 5 when a member cannot be reached, 1 when checksums differ.",
 	 "      --checksum           each member's content checksum (reads its whole store);\n"
@@ -1036,13 +1084,14 @@ int main(int argc, char **argv)
 		main_help(stdout);
 		return CLI_OK;
 	}
-	if (strcmp(argv[0], "bucket") == 0 || strcmp(argv[0], "context") == 0) {
+	if (strcmp(argv[0], "bucket") == 0 || strcmp(argv[0], "context") == 0 ||
+	    strcmp(argv[0], "snapshot") == 0) {
 		const char *g = argv[0];
 		size_t gl = strlen(g);
 		if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
 			FILE *f = argc < 2 ? stderr : stdout;
-			fprintf(f, "Usage: geokv %s %s ...\n\n", g,
-				g[0] == 'b' ? "add|ls|info|rm" : "add|ls|show|use|rm");
+			fprintf(f, "Usage: geokv %s %s ...\n\n", g, g[0] == 'b' ? "add|ls|info|rm" :
+				g[0] == 's' ? "save" : "add|ls|show|use|rm");
 			for (size_t i = 0; i < NCMDS; i++) {
 				char syn[64];
 				if (strncmp(cmds[i].name, g, gl) != 0 || cmds[i].name[gl] != ' ')

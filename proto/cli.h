@@ -96,9 +96,15 @@ typedef struct opts {
 	const char *checkpoint;
 	bool resume;
 	uint64_t progress_ms;     /* 0 = 250 ms on a terminal, else 5 s */
+	uint64_t count;           /* watch: stop after this many changes (0 = never) */
 	const char *description;  /* context add */
 	bool select;              /* context add: make it the current context */
 } opts_t;
+
+/* watch, dump, snapshot save (cli_stream.c). Return the exit code. */
+int cli_cmd_watch(cli_ctx_t *cx, const char *bucket, const char *prefix, const opts_t *o);
+int cli_cmd_dump(cli_ctx_t *cx, const char *bucket, const char *prefix, const opts_t *o);
+int cli_cmd_snapshot_save(cli_ctx_t *cx, const char *file, const opts_t *o);
 
 /* `geokv load BUCKET FILE|-` (cli_load.c). Returns the exit code. */
 int cli_cmd_load(cli_ctx_t *cx, const char *bucket, const char *file, const opts_t *o);
