@@ -10,7 +10,7 @@ pkgs=(build-essential pkg-config meson ninja-build libuv1-dev libmbedtls-dev lib
       lmdb-utils node-llhttp libinih-dev libjansson-dev libxxhash-dev libzstd-dev zlib1g-dev
       libcriterion-dev openssl curl python3)
 if [ "$mode" = test ]; then
-	pkgs+=(clang libclang-rt-14-dev llvm prometheus jq)
+	pkgs+=(clang libclang-rt-14-dev llvm prometheus jq zsh groff-base)
 fi
 
 missing=()
