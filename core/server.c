@@ -526,7 +526,7 @@ static void handle_req(prim_conn_t *c, const proto_hdr_t *h, const uint8_t *pl)
 	proto_op_t op;
 	int rc = proto_op_decode(pl, h->len, &op);
 
-	if (rc == 0 && op.op == PROTO_OP_BATCH)
+	if (rc == 0 && proto_op_is_batch(op.op))
 		rc = check_batch(&op);
 	if (rc != 0) {
 		prim__stat_reject(p, rc == PROTO_EBADTYPE ? PRIM_REJ_UNKNOWN_OP :

@@ -48,6 +48,7 @@
 #define OPT_PROGRESS 1029
 #define OPT_FROMREV  1030
 #define OPT_COUNT    1031
+#define OPT_RETRY    1032
 
 struct cmd;
 
@@ -202,6 +203,7 @@ static int parse(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv, opts_t *o
 		{"progress-every", required_argument, NULL, OPT_PROGRESS},
 		{"from-rev", required_argument, NULL, OPT_FROMREV},
 		{"count", required_argument, NULL, OPT_COUNT},
+		{"retry", required_argument, NULL, OPT_RETRY},
 		{"raw", no_argument, NULL, OPT_RAW},
 		{"force", no_argument, NULL, 'f'},
 		{"batch", required_argument, NULL, OPT_BATCH},
@@ -223,7 +225,7 @@ static int parse(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv, opts_t *o
 		allowed = "force";
 	else if (strcmp(c->name, "load") == 0)
 		allowed = "batch window skip-bad quiet format key-field value-field header "
-			  "max-errors checkpoint resume progress-every";
+			  "max-errors checkpoint resume progress-every retry";
 	else if (strcmp(c->name, "status") == 0)
 		allowed = "checksum";
 	else if (strcmp(c->name, "watch") == 0)
@@ -353,6 +355,13 @@ static int parse(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv, opts_t *o
 			if (proto_conf_parse_u64(optarg, &o->rev) || o->rev == 0)
 				return cli_usage_error(c->name, "bad --from-rev '%s'", optarg);
 			o->has_rev = true;
+			break;
+		case OPT_RETRY:
+			if (proto_conf_parse_duration(optarg, 1000, &o->retry_ms) ||
+			    o->retry_ms > 24 * 3600 * 1000ull)
+				return cli_usage_error(c->name, "bad --retry '%s' (e.g. 30s, 0 = never)",
+						       optarg);
+			o->has_retry = true;
 			break;
 		case OPT_COUNT:
 			if (proto_conf_parse_u64(optarg, &o->count) || o->count == 0)
@@ -954,7 +963,8 @@ static const cmd_t cmds[] = {
 	 "gzip and zstd input is recognised by its first bytes. Blank lines are skipped.\n"
 	 "Every line is checked first (parse, key rules, the bucket's max value) and a bad\n"
 	 "one is reported as FILE:LINE: reason. Keys go in batches (one atomic write\n"
-	 "each), several in flight; every batch acknowledged is durable. Progress goes\n"
+	 "each, applied exactly once however often it is resent), several in flight;\n"
+	 "every batch acknowledged is durable. Progress goes\n"
 	 "to stderr (a live line on a terminal, a plain line every 5s otherwise), the\n"
 	 "summary to stdout (one JSON object with -o json).",
 	 "      --format F           auto (default), ndjson, csv or tsv\n"
@@ -970,6 +980,8 @@ static const cmd_t cmds[] = {
 	 "      --resume             with --checkpoint: skip the lines it says are loaded\n"
 	 "      --batch N            ops per batch (default 1000)\n"
 	 "      --window N           batches in flight (default 4)\n"
+	 "      --retry DUR          resend a batch whose outcome is unknown (leader lost,\n"
+	 "                           timeout) for this long; never applied twice (30s; 0 never)\n"
 	 "      --progress-every DUR progress interval (default 250ms on a terminal, 5s)\n"
 	 "  -q, --quiet              no progress on stderr\n",
 	 prep_load, NULL, 2, 2, 0},

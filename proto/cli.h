@@ -96,6 +96,8 @@ typedef struct opts {
 	const char *checkpoint;
 	bool resume;
 	uint64_t progress_ms;     /* 0 = 250 ms on a terminal, else 5 s */
+	uint64_t retry_ms;        /* load: resend unknown outcomes this long */
+	bool has_retry;
 	uint64_t count;           /* watch: stop after this many changes (0 = never) */
 	const char *description;  /* context add */
 	bool select;              /* context add: make it the current context */

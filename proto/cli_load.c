@@ -559,6 +559,7 @@ int cli_cmd_load(cli_ctx_t *cx, const char *bucket, const char *file, const opts
 	memset(&lo, 0, sizeof lo);
 	lo.batch_ops = (uint32_t)o->batch;
 	lo.window = (uint32_t)o->window;
+	lo.retry_ms = !o->has_retry ? 0 : o->retry_ms ? (uint32_t)o->retry_ms : 1;
 	if ((rc = kvc_loader_new(k, bucket, &lo, &r.l)) != 0) {
 		load_src_close(r.src);
 		return cli_fail(cx, rc, bucket);
@@ -756,6 +757,8 @@ bad:
 		if (j && rc)
 			json_object_set_new(j, "error", json_string(geokv_strerror(
 				st.failed_status ? st.failed_status : rc)));
+		if (j && st.retries)
+			json_object_set_new(j, "retries", json_integer((json_int_t)st.retries));
 		if (j && r.resumed_through)
 			json_object_set_new(j, "resumed_after_line", json_integer((json_int_t)r.resumed_through));
 		cli_json_emit(j);
@@ -769,6 +772,9 @@ bad:
 		printf(", %llu bad line%s", (unsigned long long)r.bad, r.bad == 1 ? "" : "s");
 	if (failed)
 		printf(", %llu not loaded", (unsigned long long)failed);
+	if (st.retries)
+		printf(", %llu batch%s resent", (unsigned long long)st.retries,
+		       st.retries == 1 ? "" : "es");
 	printf("\n");
 	return exit_code;
 }

@@ -168,8 +168,8 @@ static int buf_reserve(kvc_buf_t *b, size_t extra)
 /* An upper bound of an op's encoding, to size the write buffer before encoding into it. */
 static size_t op_bound(const proto_op_t *op)
 {
-	if (op->op == PROTO_OP_BATCH)
-		return 5 + (size_t)op->batch.len;
+	if (proto_op_is_batch(op->op))
+		return 21 + (size_t)op->batch.len;
 	return 64 + op->bucket.len + op->key.len + op->value.len + op->after.len +
 	       op->cfg.content_type.len;
 }

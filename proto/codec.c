@@ -362,7 +362,7 @@ static unsigned op_fields(unsigned op)
 
 static bool op_known(unsigned op)
 {
-	return (op >= PROTO_OP_BUCKET_ADD && op <= PROTO_OP_BATCH) ||
+	return (op >= PROTO_OP_BUCKET_ADD && op <= PROTO_OP_SBATCH) ||
 	       (op >= PROTO_OP_GET && op <= PROTO_OP_SNAPSHOT);
 }
 
@@ -419,7 +419,11 @@ static int op_get(proto_cur_t *c, proto_op_t *op)
 		return c->err;
 	if (!op_known(op->op))
 		return c->err = PROTO_EBADTYPE;
-	if (op->op == PROTO_OP_BATCH) {
+	if (proto_op_is_batch(op->op)) {
+		if (op->op == PROTO_OP_SBATCH) {
+			op->client = proto_get_u64(c);
+			op->seq = proto_get_u64(c);
+		}
 		op->count = proto_get_u32(c);
 		if (c->err)
 			return c->err;
@@ -461,11 +465,15 @@ int proto_op_encode(proto_wbuf_t *w, const proto_op_t *op)
 		return w->err;
 	if (!op_known(op->op))
 		return w->err = PROTO_EBADTYPE;
-	if (op->op == PROTO_OP_BATCH) {
+	if (proto_op_is_batch(op->op)) {
 		/* Re-emit an already-built batch (e.g. a decoded one) verbatim. */
 		if (op->count == 0 || op->count > PROTO_MAX_BATCH)
 			return w->err = op->count ? PROTO_ETOOBIG : PROTO_EBADMSG;
-		proto_put_u8(w, PROTO_OP_BATCH);
+		proto_put_u8(w, op->op);
+		if (op->op == PROTO_OP_SBATCH) {
+			proto_put_u64(w, op->client);
+			proto_put_u64(w, op->seq);
+		}
 		proto_put_u32(w, op->count);
 		if (op->batch.len) {
 			uint8_t *d = w_take(w, op->batch.len);
@@ -503,7 +511,7 @@ int proto_batch_add(proto_batch_writer_t *b, const proto_op_t *op)
 
 	if (w->err)
 		return w->err;
-	if (!proto_op_is_write(op->op) || op->op == PROTO_OP_BATCH)
+	if (!proto_op_is_write(op->op) || proto_op_is_batch(op->op))
 		return PROTO_EBADTYPE; /* not sticky: the batch so far is still good */
 	if (b->count >= PROTO_MAX_BATCH)
 		return PROTO_ETOOBIG;
@@ -543,7 +551,7 @@ int proto_batch_next(proto_batch_iter_t *it, proto_op_t *op)
 	rc = op_get(&it->cur, op);
 	if (rc)
 		return rc;
-	if (!proto_op_is_write(op->op) || op->op == PROTO_OP_BATCH)
+	if (!proto_op_is_write(op->op) || proto_op_is_batch(op->op))
 		return it->cur.err = PROTO_EBADMSG;
 	it->left--;
 	return 1;
@@ -598,7 +606,7 @@ int proto_entry_decode(const uint8_t *p, size_t len, proto_entry_t *e)
 int proto_write_resp_encode(proto_wbuf_t *w, uint8_t op, const proto_write_resp_t *r)
 {
 	proto_put_u64(w, r->rev);
-	if (op == PROTO_OP_BATCH)
+	if (proto_op_is_batch(op))
 		proto_put_u32(w, r->count);
 	return w->err;
 }
@@ -609,7 +617,7 @@ int proto_write_resp_decode(const uint8_t *p, size_t len, uint8_t op, proto_writ
 
 	proto_cur_init(&c, p, len);
 	r->rev = proto_get_u64(&c);
-	r->count = op == PROTO_OP_BATCH ? proto_get_u32(&c) : 1;
+	r->count = proto_op_is_batch(op) ? proto_get_u32(&c) : 1;
 	return cur_done(&c);
 }
 

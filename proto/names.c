@@ -85,6 +85,7 @@ const char *proto_op_name(unsigned op)
 	case PROTO_OP_DELETE:      return "DELETE";
 	case PROTO_OP_PURGE:       return "PURGE";
 	case PROTO_OP_BATCH:       return "BATCH";
+	case PROTO_OP_SBATCH:      return "SBATCH";
 	case PROTO_OP_GET:         return "GET";
 	case PROTO_OP_KEYS:        return "KEYS";
 	case PROTO_OP_HISTORY:     return "HISTORY";

@@ -209,6 +209,8 @@ enum proto_opcode {
 	PROTO_OP_DELETE      = 6,  /* bucket, key, rev (0 = any): tombstone, watchers see it */
 	PROTO_OP_PURGE       = 7,  /* bucket, key, rev (0 = any): tombstone, drops history */
 	PROTO_OP_BATCH       = 8,  /* u32 count, then count write ops (no nested batch) */
+	PROTO_OP_SBATCH      = 9,  /* u64 client, u64 seq, then as BATCH: a batch applied at
+	                            * most once per (client, seq), like Raft client sessions */
 	/* reads: served from the store, no log entry */
 	PROTO_OP_GET         = 32, /* bucket, key, rev (0 = latest; else the value at rev) */
 	PROTO_OP_KEYS        = 33, /* bucket, key = prefix (may be empty), after (bytes), limit */
@@ -224,7 +226,9 @@ enum proto_opcode {
 	                            * chunk bytes: the store's snapshot stream, in chunks */
 };
 
-static inline bool proto_op_is_write(unsigned op) { return op >= 1 && op <= 8; }
+static inline bool proto_op_is_write(unsigned op) { return op >= 1 && op <= 9; }
+/* BATCH or SBATCH: ops that carry other ops (count, batch) */
+static inline bool proto_op_is_batch(unsigned op) { return op == 8 || op == 9; }
 
 typedef struct proto_bucket_cfg {  /* u32 history, u32 max_value, u64 max_age_ms, bytes(u8) content_type */
 	uint32_t history;          /* 1..64 revisions kept per key; default 1 */
@@ -253,6 +257,7 @@ typedef struct proto_op {
 	uint32_t limit;            /* KEYS / HISTORY / BUCKET_LIST: max items; 0 = server default */
 	uint32_t count;            /* BATCH: number of ops */
 	proto_bytes_t batch;       /* BATCH: the encoded ops */
+	uint64_t client, seq;      /* SBATCH: the session (client id, its batch number) */
 } proto_op_t;
 
 /*

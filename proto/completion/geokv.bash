@@ -11,7 +11,7 @@ _geokv_opts() {
 	"bucket add") echo "--history --max-value --ttl --content-type" ;;
 	"bucket rm") echo "-f --force" ;;
 	get) echo "--rev --revision --raw" ;;
-	load) echo "--format --key-field --value-field --header --max-errors --skip-bad --checkpoint --resume --batch --window --progress-every -q --quiet" ;;
+	load) echo "--format --key-field --value-field --header --max-errors --skip-bad --checkpoint --resume --batch --window --retry --progress-every -q --quiet" ;;
 	watch) echo "--from-rev --count" ;;
 	status) echo "--checksum" ;;
 	"context add") echo "-f --force --description --select" ;;
@@ -42,13 +42,13 @@ _geokv() {
 	--context)
 		COMPREPLY=($(compgen -W "$(geokv context ls -o json 2>/dev/null | sed -n 's/.*"name":"\([^"]*\)".*/\1/p')" -- "$cur"))
 		return ;;
-	-s|--server|--timeout|--history|--max-value|--ttl|--content-type|--rev|--revision|--key-field|--value-field|--max-errors|--batch|--window|--progress-every|--from-rev|--count|--description|--cluster)
+	-s|--server|--timeout|--history|--max-value|--ttl|--content-type|--rev|--revision|--key-field|--value-field|--max-errors|--batch|--window|--progress-every|--from-rev|--count|--description|--cluster|--retry)
 		return ;;
 	esac
 	for ((i = 1; i < COMP_CWORD; i++)); do
 		local w=${COMP_WORDS[i]}
 		case "$w" in
-		-s|--server|--timeout|--tls-ca|--tls-cert|--tls-key|--token-file|--context|--cluster|-o|--output|--history|--max-value|--ttl|--content-type|--rev|--revision|--format|--key-field|--value-field|--max-errors|--batch|--window|--progress-every|--checkpoint|--from-rev|--count|--description)
+		-s|--server|--timeout|--tls-ca|--tls-cert|--tls-key|--token-file|--context|--cluster|-o|--output|--history|--max-value|--ttl|--content-type|--rev|--revision|--format|--key-field|--value-field|--max-errors|--batch|--window|--progress-every|--checkpoint|--from-rev|--count|--description|--retry)
 			((i++)); continue ;;
 		-*) continue ;;
 		esac

@@ -114,7 +114,7 @@ if [ "$RC" -eq 0 ] && [ -z "$OUT" ]; then ok "--quiet: nothing on stderr"; else 
 # ---- kill -9 during a load: exact first unacknowledged line, --resume -------------------------------------
 head -n 300000 "$TMP/keys.tsv" >"$TMP/k300.tsv"
 "$CLI" bucket add r >/dev/null
-spawn l1 "$CLI" --timeout 2s load r "$TMP/k300.tsv" --checkpoint "$TMP/ckpt" --window 8 --progress-every 100ms
+spawn l1 "$CLI" --timeout 2s load r "$TMP/k300.tsv" --checkpoint "$TMP/ckpt" --window 8 --progress-every 100ms --retry 0
 LPID=$SPAWNED
 for _ in $(seq 1 400); do
 	n=$(sed -n 's/^progress: \([0-9]*\) keys.*/\1/p' "$TMP/l1.log" | tail -n 1)

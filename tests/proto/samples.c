@@ -152,6 +152,19 @@ size_t samples_build(sample_t *out, size_t max)
 		proto_batch_finish(&b);
 		s->len = proto_wbuf_len(&w);
 	}
+	/* the same batch in a session (client 7, batch 42) */
+	if (batch_at < n && (s = add(out, &n, max, "op_sbatch", SK_OP))) {
+		proto_op_t op;
+		const sample_t *b = &out[batch_at];
+		if (proto_op_decode(b->buf, b->len, &op) != 0)
+			return 0; /* the batch sample did not build: the tests say so */
+		op.op = PROTO_OP_SBATCH;
+		op.client = 7;
+		op.seq = 42;
+		proto_wbuf_init(&w, s->buf, sizeof s->buf);
+		proto_op_encode(&w, &op);
+		s->len = proto_wbuf_len(&w);
+	}
 	if ((s = add(out, &n, max, "entry_put", SK_ENTRY))) {
 		proto_op_t op;
 		memset(&op, 0, sizeof op);
@@ -304,6 +317,22 @@ static int check_op(const proto_op_t *op, proto_wbuf_t *w)
 {
 	if (op->op == PROTO_OP_BATCH)
 		return check_batch(op, w);
+	if (op->op == PROTO_OP_SBATCH) {
+		/* the session header, then the inner ops rebuilt one by one as for BATCH */
+		uint8_t tmp[8192];
+		proto_wbuf_t t;
+		proto_op_t in;
+		int rc;
+		proto_wbuf_init(&t, tmp, sizeof tmp);
+		if ((rc = check_batch(op, &t)) != 0)
+			return rc;
+		if ((rc = proto_op_decode(tmp, proto_wbuf_len(&t), &in)) != 0)
+			return rc;
+		in.op = PROTO_OP_SBATCH;
+		in.client = op->client;
+		in.seq = op->seq;
+		return proto_op_encode(w, &in);
+	}
 	return proto_op_encode(w, op);
 }
 
