@@ -902,13 +902,14 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 	(void)buf;
 	if (nread < 0) {
-		if (k->tls != NULL && k->state == C_TLS) {
+		if (k->tls != NULL && k->state == C_TLS && nread == UV_EOF) {
 			/* e.g. a server that wants a client certificate and closed on us */
-			tls_failed(k, nread == UV_EOF ? "the server closed the connection during the "
-							"handshake (does it want a client certificate?)"
-						      : uv_strerror((int)nread));
+			tls_failed(k, "the server closed the connection during the handshake (does "
+				      "it want a client certificate?)");
 			return;
 		}
+		/* Any other error mid-handshake (a reset: the member was killed) is the
+		 * transport's, not TLS's: fail over to the next server like a refused connect. */
 		conn_fail(k, nread == UV_EOF ? PROTO_ECLOSED : (int)nread);
 		return;
 	}
