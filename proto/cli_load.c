@@ -391,6 +391,10 @@ typedef struct run {
 	bool tty, quiet, drawn;
 	uint64_t bad, puts, lines, resumed_through;
 	const char *checkpoint;
+	/* the session a checkpoint names (format 2), so that --resume numbers the same
+	 * batches the same way and the group drops the ones it had applied */
+	uint64_t client, batch_ops, max_value;
+	bool session_resume;
 } run_t;
 
 static void progress(run_t *r, bool final)
@@ -441,37 +445,55 @@ static void progress_break(run_t *r)
 	}
 }
 
-static int ckpt_write(run_t *r, bool sync)
+/*
+ * The checkpoint file (format 2), rewritten whole through a temporary file:
+ *   geokv-load-checkpoint 2
+ *   input SIZE NAME
+ *   acked_through LINE          every line up to LINE is acknowledged
+ *   session CLIENT BATCH MAXVAL the load's session id (hex), ops per batch, the bucket's max
+ *                               value: what makes the batches of a resumed run the same
+ * Format 1 (no session line) is still read: it resumes in a new session.
+ */
+static int ckpt_put(const run_t *r, uint64_t through, bool sync)
 {
-	kvc_load_stats_t st;
 	char tmp[4200];
 	FILE *f;
 
 	if (!r->checkpoint)
 		return 0;
-	kvc_loader_stats(r->l, &st);
-	uint64_t through = st.acked_through > r->resumed_through ? st.acked_through :
-			   r->resumed_through;
 	snprintf(tmp, sizeof tmp, "%s.tmp", r->checkpoint);
 	if (!(f = fopen(tmp, "w")))
 		return -errno;
-	fprintf(f, "geokv-load-checkpoint 1\ninput %" PRId64 " %s\nacked_through %" PRIu64 "\n",
-		r->size, r->file, through);
+	fprintf(f, "geokv-load-checkpoint 2\ninput %" PRId64 " %s\nacked_through %" PRIu64
+		"\nsession %016" PRIx64 " %" PRIu64 " %" PRIu64 "\n", r->size, r->file, through,
+		r->client, r->batch_ops, r->max_value);
 	if (fflush(f) != 0 || (sync && fsync(fileno(f)) != 0) || fclose(f) != 0 ||
 	    rename(tmp, r->checkpoint) != 0)
 		return -errno;
 	return 0;
 }
 
-/* --resume: the line through which the checkpoint says everything is acknowledged. */
-static int ckpt_read(const char *path, const char *file, int64_t size, uint64_t *through)
+static int ckpt_write(run_t *r, bool sync)
+{
+	kvc_load_stats_t st;
+
+	if (!r->checkpoint)
+		return 0;
+	kvc_loader_stats(r->l, &st);
+	return ckpt_put(r, st.acked_through > r->resumed_through ? st.acked_through :
+			r->resumed_through, sync);
+}
+
+/* --resume: the line through which the checkpoint says everything is acknowledged, and
+ * its session (format 2). */
+static int ckpt_read(const char *path, run_t *r)
 {
 	FILE *f = fopen(path, "r");
 	char magic[64] = "", name[4096] = "";
 	int64_t sz = 0;
 	int v = 0;
 
-	*through = 0;
+	r->resumed_through = 0;
 	if (!f) {
 		if (errno == ENOENT)
 			return 0; /* nothing loaded yet: start at the top */
@@ -479,16 +501,33 @@ static int ckpt_read(const char *path, const char *file, int64_t size, uint64_t 
 		return CLI_USAGE;
 	}
 	int n = fscanf(f, "%63s %d\ninput %" SCNd64 " %4095[^\n]\nacked_through %" SCNu64, magic, &v,
-		       &sz, name, through);
+		       &sz, name, &r->resumed_through);
+	uint64_t client = 0, batch = 0, maxval = 0;
+	if (n == 5 && v == 2 &&
+	    fscanf(f, "\nsession %" SCNx64 " %" SCNu64 " %" SCNu64, &client, &batch, &maxval) != 3)
+		n = 0;
 	fclose(f);
-	if (n != 5 || strcmp(magic, "geokv-load-checkpoint") || v != 1) {
+	if (n != 5 || strcmp(magic, "geokv-load-checkpoint") || (v != 1 && v != 2)) {
 		fprintf(stderr, "geokv: checkpoint %s: not a geokv load checkpoint\n", path);
 		return CLI_USAGE;
 	}
-	if (strcmp(name, file) || (size >= 0 && sz != size)) {
+	if (strcmp(name, r->file) || (r->size >= 0 && sz != r->size)) {
 		fprintf(stderr, "geokv: checkpoint %s is for %s (%" PRId64 " bytes), not this input\n",
 			path, name, sz);
 		return CLI_USAGE;
+	}
+	if (v == 2) {
+		/* Another max value would let other lines through, so the batches would differ
+		 * and a number the group has seen could name new lines: refuse. */
+		if (maxval != r->max_value) {
+			fprintf(stderr, "geokv: checkpoint %s: the bucket's max value changed (%" PRIu64
+				" -> %" PRIu64 "); resuming would not be exactly once: remove the "
+				"checkpoint to load in a new session\n", path, maxval, r->max_value);
+			return CLI_USAGE;
+		}
+		r->client = client;
+		r->batch_ops = batch;
+		r->session_resume = client != 0;
 	}
 	return 0;
 }
@@ -551,19 +590,29 @@ int cli_cmd_load(cli_ctx_t *cx, const char *bucket, const char *file, const opts
 			load_src_close(r.src);
 			return cli_usage_error("load", "--resume needs --checkpoint FILE");
 		}
-		if ((rc = ckpt_read(r.checkpoint, file, r.size, &r.resumed_through)) != 0) {
+		r.max_value = ps.max_value;
+		if ((rc = ckpt_read(r.checkpoint, &r)) != 0) {
 			load_src_close(r.src);
 			return rc;
 		}
 	}
 	memset(&lo, 0, sizeof lo);
-	lo.batch_ops = (uint32_t)o->batch;
+	r.max_value = ps.max_value;
+	if (!r.session_resume)
+		r.batch_ops = o->batch ? o->batch : 1000;
+	else if (o->batch && o->batch != r.batch_ops)
+		fprintf(stderr, "geokv: --resume keeps the checkpoint's --batch %" PRIu64 "\n",
+			r.batch_ops);
+	lo.batch_ops = (uint32_t)r.batch_ops;
+	lo.client = r.client;
+	lo.skip_through = r.session_resume ? r.resumed_through : 0;
 	lo.window = (uint32_t)o->window;
 	lo.retry_ms = !o->has_retry ? 0 : o->retry_ms ? (uint32_t)o->retry_ms : 1;
 	if ((rc = kvc_loader_new(k, bucket, &lo, &r.l)) != 0) {
 		load_src_close(r.src);
 		return cli_fail(cx, rc, bucket);
 	}
+	r.client = kvc_loader_client(r.l);
 	r.t0 = uv_hrtime();
 	r.next_tick = r.t0 + r.tick_ns;
 
@@ -590,9 +639,12 @@ int cli_cmd_load(cli_ctx_t *cx, const char *bucket, const char *file, const opts
 			stop_why = "unreadable input";
 			break;
 		}
-		/* acknowledged before (--resume); CSV is parsed all the same, since a quoted field
-		 * may carry a record past the checkpoint's line (it skips whole records below) */
-		if (lineno <= r.resumed_through && !ps.header && rc != 0 && ps.fmt != LOAD_FMT_CSV)
+		/* acknowledged before (--resume of a format 1 checkpoint); CSV is parsed all the
+		 * same, since a quoted field may carry a record past the checkpoint's line (it
+		 * skips whole records below). A session resume parses and batches every line, so
+		 * that the batches are the same; the loader does not send those acknowledged. */
+		if (lineno <= r.resumed_through && !ps.header && rc != 0 && ps.fmt != LOAD_FMT_CSV &&
+		    !r.session_resume)
 			continue;
 		if (rc == LOAD_ELONG) {
 			snprintf(why, sizeof why, "line of %zu bytes is longer than any valid record "
@@ -670,7 +722,7 @@ int cli_cmd_load(cli_ctx_t *cx, const char *bucket, const char *file, const opts
 			}
 			goto bad;
 		}
-		if (lineno <= r.resumed_through)
+		if (lineno <= r.resumed_through && !r.session_resume)
 			continue;
 		rc = kvc_loader_put(r.l, key, klen, val, vlen, lineno);
 		if (rc == KV_EBADKEY || rc == KV_ETOOBIG) {
@@ -681,9 +733,12 @@ int cli_cmd_load(cli_ctx_t *cx, const char *bucket, const char *file, const opts
 			stop_why = "batch refused";
 			break; /* the server refused a batch: reported below */
 		}
-		r.puts++;
+		if (lineno > r.resumed_through)
+			r.puts++;
 		continue;
 bad:
+		if (lineno <= r.resumed_through)
+			continue; /* reported by the run being resumed */
 		r.bad++;
 		progress_break(&r);
 		fprintf(stderr, "geokv: %s:%" PRIu64 ": %s\n", r.name, lineno, why);
@@ -726,17 +781,9 @@ bad:
 			   r.resumed_through;
 	if (exit_code == CLI_OK && !st.first_unacked)
 		through = load_src_lineno(r.src); /* all read, all loaded or skipped */
-	if (r.checkpoint) {
-		FILE *f;
-		char tmp[4200];
-		snprintf(tmp, sizeof tmp, "%s.tmp", r.checkpoint);
-		if ((f = fopen(tmp, "w")) == NULL ||
-		    fprintf(f, "geokv-load-checkpoint 1\ninput %" PRId64 " %s\nacked_through %"
-			    PRIu64 "\n", r.size, file, through) < 0 ||
-		    fflush(f) != 0 || fsync(fileno(f)) != 0 || fclose(f) != 0 ||
-		    rename(tmp, r.checkpoint) != 0)
-			fprintf(stderr, "geokv: checkpoint %s: %s\n", r.checkpoint, strerror(errno));
-	}
+	int crc;
+	if (r.checkpoint && (crc = ckpt_put(&r, through, true)) != 0)
+		fprintf(stderr, "geokv: checkpoint %s: %s\n", r.checkpoint, strerror(-crc));
 	load_src_close(r.src);
 	parser_free(&ps);
 

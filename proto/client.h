@@ -244,6 +244,12 @@ typedef struct kvc_load_opts {
 	uint32_t window;              /* batches in flight; 0 = 4 */
 	uint32_t retry_ms;            /* resend a batch whose outcome is unknown (lost connection,
 	                               * timeout, no leader) for this long; 0 = 30000 */
+	/* Resuming a session (geokv load --resume): the same client id, the same ops in the
+	 * same order and the same batch_ops/batch_bytes give the same batches with the same
+	 * numbers; batches whose every tag is <= skip_through are numbered but not sent (known
+	 * acknowledged), the rest are sent and the group drops those it had applied. */
+	uint64_t client;              /* session id; 0 = a random one */
+	uint64_t skip_through;        /* tags (line numbers) known acknowledged; 0 = none */
 } kvc_load_opts_t;
 
 typedef struct kvc_load_stats {
@@ -261,6 +267,9 @@ typedef struct kvc_load_stats {
 	uint64_t first_unacked;
 	uint64_t retries;             /* batches resent after an unknown outcome */
 } kvc_load_stats_t;
+
+/* The session id (the client id of its SBATCHes): what a checkpoint records. */
+uint64_t kvc_loader_client(const kvc_loader_t *l);
 
 /* bucket is copied. Returns 0, -ENOMEM, KV_EBADBUCKET (name breaks the rules). */
 int kvc_loader_new(kvc_t *k, const char *bucket, const kvc_load_opts_t *o, kvc_loader_t **out);

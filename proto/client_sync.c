@@ -576,6 +576,7 @@ int kvc_loader_new(kvc_t *k, const char *bucket, const kvc_load_opts_t *o, kvc_l
 	}
 	/* A session id no other loader picks (64 random bits): the group applies each batch
 	 * of this loader at most once however often it is resent. */
+	l->client = l->o.client;
 	while (l->client == 0)
 		if (getrandom(&l->client, sizeof l->client, 0) != (ssize_t)sizeof l->client)
 			l->client = (uint64_t)uv_hrtime() ^ ((uint64_t)getpid() << 40);
@@ -597,6 +598,10 @@ static int slot_send(kvc_loader_t *l, lslot_t *s)
 	op.batch = (proto_bytes_t){s->buf + 5, (uint32_t)(proto_wbuf_len(&s->w) - 5)};
 	s->op = op;
 	s->retry_deadline = 0;
+	if (s->count && s->tags[s->count - 1] <= l->o.skip_through) {
+		s->count = 0; /* acknowledged in the run being resumed: numbered, not sent */
+		return 0;
+	}
 	rc = kvc_send(l->k->c, &s->req, &op, KVC_F_IDEMPOTENT, load_cb);
 	if (rc) {
 		if (!l->st.first_unacked || s->tags[0] < l->st.first_unacked)
@@ -703,6 +708,11 @@ static void fill_marks(const kvc_loader_t *l, kvc_load_stats_t *st)
 			low = s->tags[0];
 	}
 	st->acked_through = low ? low - 1 : l->last_tag;
+}
+
+uint64_t kvc_loader_client(const kvc_loader_t *l)
+{
+	return l->client;
 }
 
 void kvc_loader_stats(const kvc_loader_t *l, kvc_load_stats_t *st)
