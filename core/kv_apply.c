@@ -854,7 +854,39 @@ failed:
  * success without a revision (rev 0, count = its ops); a batch that failed a rule is not
  * recorded (nothing of it was applied; a resend fails the same way). seq 0: no session.
  * Deterministic: it depends only on the store and the entry.
+ *
+ * Expiry: when a session starts, the KV__SESS_SWEEP sessions after it in key order (client
+ * ids are random, so that is a random sample) are dropped if unused for KV__SESS_TTL_MS of
+ * leader time. Every start cleans as much as it adds, so sessions stay about as many as the
+ * loads of the last week; a load resumed after that is applied in full again.
  */
+static int sess_sweep(apply_t *a, const uint8_t *from)
+{
+	kv_store_t *s = a->s;
+	MDB_cursor *c;
+	MDB_val k = {12, (void *)from}, v;
+	int rc;
+
+	if ((rc = mdb_cursor_open(a->txn, s->dbi[KV__DB_MAIN], &c)))
+		return kv__err(rc);
+	rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	for (unsigned n = 0; rc == 0 && n < KV__SESS_SWEEP; n++) {
+		if (k.mv_size != 12 || ((const uint8_t *)k.mv_data)[0] != (uint8_t)(KV__BID_SESS >> 24) ||
+		    memcmp(k.mv_data, from, 4) != 0)
+			break; /* past the sessions */
+		if (v.mv_size != KV__SESS_VAL) {
+			rc = KV_ECORRUPT;
+			break;
+		}
+		uint64_t used = kv__rle64((const uint8_t *)v.mv_data + 40);
+		if (used + KV__SESS_TTL_MS < a->time_ms && (rc = mdb_cursor_del(c, 0)))
+			break;
+		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(c);
+	return rc == MDB_NOTFOUND || rc == 0 ? 0 : rc == KV_ECORRUPT ? rc : kv__err(rc);
+}
+
 static int sbatch_apply(apply_t *a, const proto_op_t *op, kv_result_t *res)
 {
 	kv_store_t *s = a->s;
@@ -876,6 +908,8 @@ static int sbatch_apply(apply_t *a, const proto_op_t *op, kv_result_t *res)
 		high = kv__rle64(v);
 	} else if (rc != MDB_NOTFOUND) {
 		return kv__err(rc);
+	} else if ((rc = sess_sweep(a, kb)) != 0) {
+		return rc;
 	}
 	uint8_t *bits = v + 8;
 	if (op->seq <= high) {

@@ -968,6 +968,8 @@ Test(kv_store, reused_read_txn_follows_a_bucket_deleted_and_recreated)
 
 /* ---- sessions: SBATCH applies each (client, seq) once ------------------------------------ */
 
+static uint64_t sb_time = 5000;  /* leader time of the next SBATCH entry */
+
 static size_t sbatch_of(uint8_t *buf, size_t cap, const proto_op_t *ops, int n, uint64_t client,
 			uint64_t seq)
 {
@@ -985,7 +987,7 @@ static size_t sbatch_of(uint8_t *buf, size_t cap, const proto_op_t *ops, int n, 
 	op.op = PROTO_OP_SBATCH;
 	op.client = client;
 	op.seq = seq;
-	return su_entry(buf, cap, 5000, &op);
+	return su_entry(buf, cap, sb_time, &op);
 }
 
 /* apply SBATCH (client, seq) of two puts; returns res */
@@ -1069,4 +1071,20 @@ Test(kv_store, sessions_travel_in_snapshots)
 	kv_close(s2);
 	su_rmdir(d2);
 	free(d2);
+}
+
+Test(kv_store, sessions_unused_for_a_week_are_swept_when_new_ones_start)
+{
+	const uint64_t day = 24 * 3600 * 1000ull;
+
+	sb_time = 5000;
+	cr_assert_eq(sput(10, 1, "a", "b").rev, 2);
+	cr_assert_eq(sput(20, 1, "c", "d").rev, 4);
+	sb_time = 5000 + 6 * day;
+	cr_assert_eq(sput(20, 2, "e", "f").rev, 6, "client 20 used again");
+	sb_time = 5000 + 8 * day;
+	cr_assert_eq(sput(5, 1, "g", "h").rev, 8, "a new session sweeps the ones after it");
+	cr_assert_eq(sput(20, 2, "e", "f").rev, 0, "client 20 was used 2 days ago: kept");
+	cr_assert_eq(sput(10, 1, "a", "b").rev, 10, "client 10, unused 8 days: forgotten");
+	sb_time = 5000;
 }
