@@ -76,8 +76,6 @@ static const proto_conf_setting_t settings[] = {
 	    "a write not committed within this gets PROTO_ETIMEDOUT (outcome unknown)", .min = 100),
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
-#define XSTR_(x) #x
-#define XSTR(x) XSTR_(x)
 
 static const char intro[] =
 	"The geokv primary daemon: takes client writes, makes them durable in its log,\n"
@@ -153,7 +151,9 @@ int prim_config_parse(prim_config_t *c, int argc, char **argv)
 	prim_config_defaults(c);
 	proto_conf_init(&pc, "geokv-primary", settings, NSETTINGS, c);
 	pc.intro = intro;
-	pc.version = PRIM_VERSION " (protocol " XSTR(PROTO_VERSION) ")";
+	static char version[128];
+	snprintf(version, sizeof version, "%s, protocol %d", geokv_version(), PROTO_VERSION);
+	pc.version = version;
 	if ((rc = proto_conf_parse_args(&pc, argc, argv)) != 0)
 		return rc;
 	if (c->advertise[0] == '\0')

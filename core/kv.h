@@ -187,7 +187,19 @@ int kv_buckets(kv_rtxn_t *t, const void *after, size_t alen, size_t limit, kv_bu
 	       void *ctx, bool *more);
 
 /*
- * Answer any read op (GET, KEYS, HISTORY, BUCKET_INFO, BUCKET_LIST) by encoding its RESP body
+ * kv_changes (core/kv_watch.c): the records written at revisions >= from_rev (0 = the next
+ * revision) in bucket under key prefix, in revision order, tombstones included, as long as
+ * they are retained. Calls cb for at most `limit` of them and looks at no more than
+ * `scan_max` revisions of any bucket; *next_rev is where to continue (past every revision
+ * looked at), *more says there may be more now. cb returning non-zero stops before that
+ * record (*next_rev is its revision). Errors: KV_EBADBUCKET, KV_ENOBUCKET, KV_ECORRUPT.
+ */
+int kv_changes(kv_rtxn_t *t, const void *bucket, size_t blen, const void *prefix, size_t plen,
+	       uint64_t from_rev, size_t limit, size_t scan_max, kv_rec_cb cb, void *ctx,
+	       uint64_t *next_rev, bool *more);
+
+/*
+ * Answer any read op (GET, KEYS, HISTORY, BUCKET_INFO, BUCKET_LIST, WATCH, SCAN) by encoding its RESP body
  * (proto.h, "responses") into w. Shared by the primary and, later, leaves. Returns 0, a KV_E*
  * to send as an error, or PROTO_ETOOBIG if w is too small (lists stop early with more=1
  * instead, so that happens only for a single record).

@@ -578,7 +578,7 @@ static int bucket_add(apply_t *a, const proto_op_t *op, uint64_t *rev_out)
 	}
 	if ((rc = kv__meta_get64(a->txn, s, "next_bucket", &next)))
 		return rc;
-	if (next == 0 || next > KV__BID_MAX)
+	if (next == 0 || next >= KV__BID_SESS)
 		return KV_EBADCONFIG; /* 500 million buckets created: no ids left */
 	uint8_t idb[4];
 	MDB_val k = {4, idb}, v = {op->bucket.len, (void *)op->bucket.p};
@@ -835,6 +835,114 @@ failed:
  * entries are still dirty: nothing written only in the aborted txn survives.
  */
 
+/* ---- sessions ------------------------------------------------------------------------- */
+
+/*
+ * SBATCH: a batch applied at most once per (client, seq), as Raft's client sessions make
+ * commands idempotent (Ongaro's thesis, 6.3). A loader numbers its batches 1, 2, 3, ... and
+ * resends a batch whose answer it lost (leader failure, dropped connection) with the same
+ * number; the group applies it only if that number has not been applied. The session record
+ * lives in main under KV__BID_SESS and is written in the same write txn as the batch, so a
+ * crash leaves both or neither, and snapshots carry it.
+ *
+ * The record keeps the highest number applied and a window of the KV__SESS_WINDOW numbers
+ * below it (bit i: high - i applied), because batches in flight together may commit out of
+ * order after a failover. A number further below than the window counts as applied: a
+ * loader never has more than its window (at most 256 batches) unanswered, so every batch
+ * that far behind its newest was answered, hence applied. A duplicate is answered as a
+ * success without a revision (rev 0, count = its ops); a batch that failed a rule is not
+ * recorded (nothing of it was applied; a resend fails the same way). seq 0: no session.
+ * Deterministic: it depends only on the store and the entry.
+ *
+ * Expiry: when a session starts, the KV__SESS_SWEEP sessions after it in key order (client
+ * ids are random, so that is a random sample) are dropped if unused for KV__SESS_TTL_MS of
+ * leader time. Every start cleans as much as it adds, so sessions stay about as many as the
+ * loads of the last week; a load resumed after that is applied in full again.
+ */
+static int sess_sweep(apply_t *a, const uint8_t *from)
+{
+	kv_store_t *s = a->s;
+	MDB_cursor *c;
+	MDB_val k = {12, (void *)from}, v;
+	int rc;
+
+	if ((rc = mdb_cursor_open(a->txn, s->dbi[KV__DB_MAIN], &c)))
+		return kv__err(rc);
+	rc = kv__cget(c, s, KV__DB_MAIN, &k, &v, MDB_SET_RANGE);
+	for (unsigned n = 0; rc == 0 && n < KV__SESS_SWEEP; n++) {
+		if (k.mv_size != 12 || ((const uint8_t *)k.mv_data)[0] != (uint8_t)(KV__BID_SESS >> 24) ||
+		    memcmp(k.mv_data, from, 4) != 0)
+			break; /* past the sessions */
+		if (v.mv_size != KV__SESS_VAL) {
+			rc = KV_ECORRUPT;
+			break;
+		}
+		uint64_t used = kv__rle64((const uint8_t *)v.mv_data + 40);
+		if (used + KV__SESS_TTL_MS < a->time_ms && (rc = mdb_cursor_del(c, 0)))
+			break;
+		rc = kv__cget(c, s, KV__DB_MAIN, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(c);
+	return rc == MDB_NOTFOUND || rc == 0 ? 0 : rc == KV_ECORRUPT ? rc : kv__err(rc);
+}
+
+static int sbatch_apply(apply_t *a, const proto_op_t *op, kv_result_t *res)
+{
+	kv_store_t *s = a->s;
+	uint8_t kb[12], v[KV__SESS_VAL], nb[32];
+	MDB_val k = {sizeof kb, kb}, dv;
+	uint64_t high = 0;
+	int rc;
+
+	if (op->seq == 0)
+		return batch_apply(a, op, res);
+	kv__be32(kb, KV__BID_SESS);
+	kv__be64(kb + 4, op->client);
+	memset(v, 0, sizeof v);
+	rc = kv__get(a->txn, s, KV__DB_MAIN, &k, &dv);
+	if (rc == 0) {
+		if (dv.mv_size != KV__SESS_VAL)
+			return KV_ECORRUPT;
+		memcpy(v, dv.mv_data, KV__SESS_VAL);
+		high = kv__rle64(v);
+	} else if (rc != MDB_NOTFOUND) {
+		return kv__err(rc);
+	} else if ((rc = sess_sweep(a, kb)) != 0) {
+		return rc;
+	}
+	uint8_t *bits = v + 8;
+	if (op->seq <= high) {
+		uint64_t d = high - op->seq;
+		if (d >= KV__SESS_WINDOW || (bits[d / 8] >> (d % 8) & 1)) {
+			res->status = 0;
+			res->rev = 0;
+			res->count = op->count;
+			return 0;
+		}
+	}
+	if ((rc = batch_apply(a, op, res)) != 0 || res->status != 0)
+		return rc;
+	if (op->seq > high) {
+		uint64_t n = op->seq - high;
+		memset(nb, 0, sizeof nb);
+		for (uint64_t i = 0; i + n < KV__SESS_WINDOW; i++)
+			if (bits[i / 8] >> (i % 8) & 1)
+				nb[(i + n) / 8] |= (uint8_t)(1u << ((i + n) % 8));
+		memcpy(bits, nb, sizeof nb);
+		high = op->seq;
+		bits[0] |= 1;
+	} else {
+		uint64_t d = high - op->seq;
+		bits[d / 8] |= (uint8_t)(1u << (d % 8));
+	}
+	kv__le64(v, high);
+	kv__le64(v + 40, a->time_ms);
+	dv = (MDB_val){KV__SESS_VAL, v};
+	if ((rc = kv__put(a->txn, s, KV__DB_MAIN, &k, &dv, 0)))
+		return kv__err(rc);
+	return 0;
+}
+
 /* ---- entries ---------------------------------------------------------------------------- */
 
 static int entry_apply(apply_t *a, const kv_entry_in_t *in, kv_result_t *res)
@@ -847,8 +955,9 @@ static int entry_apply(apply_t *a, const kv_entry_in_t *in, kv_result_t *res)
 	if (proto_entry_decode(in->data, in->len, &e) != 0)
 		return KV_ECORRUPT; /* decode_all said it was fine: the bytes changed under us */
 	a->time_ms = e.time_ms;
-	if (e.op.op == PROTO_OP_BATCH) {
-		if ((rc = batch_apply(a, &e.op, res)))
+	if (e.op.op == PROTO_OP_BATCH || e.op.op == PROTO_OP_SBATCH) {
+		if ((rc = e.op.op == PROTO_OP_SBATCH ? sbatch_apply(a, &e.op, res) :
+						       batch_apply(a, &e.op, res)))
 			return rc;
 		return revs_flush(a);
 	}

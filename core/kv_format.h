@@ -99,6 +99,13 @@ enum kv__db {
 };
 
 #define KV__BID_MAX 0x1fffffffu  /* data keys in main start below 0x20 (see above) */
+/* Not a bucket: main's keys BE32(KV__BID_SESS) ‖ BE64(client) hold SBATCH client sessions
+ * (kv_apply.c "sessions"), so snapshots carry them like any record. */
+#define KV__BID_SESS KV__BID_MAX
+#define KV__SESS_VAL 48u         /* u64 high ‖ 32-byte window ‖ u64 time_ms (LE) */
+#define KV__SESS_WINDOW 256u     /* batches below the highest still told apart */
+#define KV__SESS_TTL_MS (7ull * 24 * 3600 * 1000) /* a session unused this long may go */
+#define KV__SESS_SWEEP  16u      /* sessions looked at when a new one starts */
 #define KV__NAME_MIN 0x20u       /* main keys from here up are LMDB's database records */
 
 /* Names of the LMDB databases, indexed by enum kv__db (NULL for main). */

@@ -543,6 +543,29 @@ static int list_bucket(void *ctx, const proto_bucket_info_t *info)
 	return list_fit(lc, mark);
 }
 
+/* SCAN: each live key of the listing, with its latest record. */
+typedef struct scan_ctx {
+	list_ctx_t *lc;
+	kv_rtxn_t *t;
+	const proto_op_t *op;
+	int err;
+} scan_ctx_t;
+
+static int scan_key(void *ctx, const proto_bytes_t *key)
+{
+	scan_ctx_t *sc = ctx;
+	proto_rec_t rec;
+	int rc = kv_get(sc->t, sc->op->bucket.p, sc->op->bucket.len, key->p, key->len, 0, &rec);
+
+	if (rc == KV_ENOTFOUND)
+		return 0;
+	if (rc != 0) {
+		sc->err = rc;
+		return 1;
+	}
+	return list_rec(sc->lc, &rec);
+}
+
 int kv_read_op(kv_rtxn_t *t, const proto_op_t *op, proto_wbuf_t *w)
 {
 	uint8_t *start = w->p;
@@ -569,6 +592,17 @@ int kv_read_op(kv_rtxn_t *t, const proto_op_t *op, proto_wbuf_t *w)
 	case PROTO_OP_KEYS:
 	case PROTO_OP_HISTORY:
 	case PROTO_OP_BUCKET_LIST:
+	case PROTO_OP_SCAN:
+	case PROTO_OP_WATCH: {
+		uint8_t *next_at = w->p;
+		uint64_t next = 0;
+		if (op->op == PROTO_OP_WATCH)
+			proto_put_u64(w, 0); /* next_rev, patched below */
+		if ((op->op == PROTO_OP_WATCH || op->op == PROTO_OP_SCAN) &&
+		    !proto_prefix_valid(op->key.p, op->key.len)) {
+			rc = KV_EBADKEY;
+			goto fail;
+		}
 		proto_list_begin(&lc.lw, w);
 		if (w->err || w->end - w->p < 1) {
 			rc = PROTO_ETOOBIG;
@@ -580,10 +614,24 @@ int kv_read_op(kv_rtxn_t *t, const proto_op_t *op, proto_wbuf_t *w)
 		else if (op->op == PROTO_OP_HISTORY)
 			rc = kv_history(t, op->bucket.p, op->bucket.len, op->key.p, op->key.len,
 					op->rev, limit, list_rec, &lc, &more);
+		else if (op->op == PROTO_OP_SCAN) {
+			scan_ctx_t sc = {&lc, t, op, 0};
+			rc = kv_keys(t, op->bucket.p, op->bucket.len, op->key.p, op->key.len,
+				     op->after.p, op->after.len, limit, scan_key, &sc, &more);
+			if (rc == 0)
+				rc = sc.err;
+		} else if (op->op == PROTO_OP_WATCH)
+			/* at most 100,000 revisions looked at per answer: a watch of a quiet
+			 * bucket in a busy store still answers fast, and resumes from next */
+			rc = kv_changes(t, op->bucket.p, op->bucket.len, op->key.p, op->key.len,
+					op->rev, limit, 100000, list_rec, &lc, &next, &more);
 		else
 			rc = kv_buckets(t, op->after.p, op->after.len, limit, list_bucket, &lc, &more);
 		if (rc)
 			goto fail;
+		if (op->op == PROTO_OP_WATCH)
+			for (int i = 0; i < 8; i++)
+				next_at[i] = (uint8_t)(next >> (8 * i));
 		/* Not even one item fit: more=1 with nothing would make a client loop forever. */
 		if (lc.overflow && lc.lw.count == 0) {
 			rc = PROTO_ETOOBIG;
@@ -592,6 +640,7 @@ int kv_read_op(kv_rtxn_t *t, const proto_op_t *op, proto_wbuf_t *w)
 		proto_list_finish(&lc.lw, more);
 		rc = w->err;
 		break;
+	}
 	default:
 		rc = PROTO_EBADTYPE;
 		goto fail;

@@ -37,6 +37,7 @@
  *     snapshot: a file of state/ written from one read transaction, sent in chunks.
  */
 #include "core/primary_int.h"
+#include "core/prim_stream.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -924,6 +925,7 @@ static int apply_entries(prim_t *p, const raft_entry_t *ents, size_t n)
 				finish_prop(p, x, &p->apply_res[j]);
 			}
 		}
+		prim__watch_kick(p); /* watchers hear of a write as soon as it is applied */
 		if (k > 0)
 			drop_replaced(p, p->apply_in[k - 1].index);
 		if (rc != 0) {

@@ -30,7 +30,9 @@
 
 #include "proto/log.h"
 
-#define PRIM_VERSION "0.1.0"
+#include "proto/version.h"
+
+#define PRIM_VERSION GEOKV_VERSION /* meson project version */
 
 /* Every setting (core/config.c's table): `[section] key = value` in the INI file,
  * `--key-name VALUE` or `--set section.key=VALUE` on the command line (docs/config.md). */

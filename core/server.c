@@ -33,6 +33,7 @@
  * Name rules, value sizes, unknown buckets are the store's to judge (KV_E* errors).
  */
 #include "core/primary_int.h"
+#include "core/prim_stream.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -508,6 +509,31 @@ void prim__conn_inflight_done(prim_conn_t *c)
 
 static int enc_empty(void *arg, proto_wbuf_t *w) { (void)arg; (void)w; return 0; }
 
+struct body_arg {
+	const void *p;
+	size_t len;
+};
+
+static int enc_body(void *arg, proto_wbuf_t *w)
+{
+	const struct body_arg *b = arg;
+
+	if ((size_t)(w->end - w->p) < b->len)
+		return w->err = PROTO_ETOOBIG;
+	memcpy(w->p, b->p, b->len);
+	w->p += b->len;
+	return 0;
+}
+
+int prim__reply_body(prim_conn_t *c, uint64_t id, const void *body, size_t len)
+{
+	int rc = append_frame(c, PROTO_T_RESP, id, enc_body, &(struct body_arg){body, len});
+
+	if (rc == 0)
+		flush(c);
+	return rc;
+}
+
 static int enc_hello_ok(void *arg, proto_wbuf_t *w)
 {
 	prim_t *p = arg;
@@ -638,7 +664,7 @@ static void handle_req(prim_conn_t *c, const proto_hdr_t *h, const uint8_t *pl)
 	proto_op_t op;
 	int rc = proto_op_decode(pl, h->len, &op);
 
-	if (rc == 0 && op.op == PROTO_OP_BATCH)
+	if (rc == 0 && proto_op_is_batch(op.op))
 		rc = check_batch(&op);
 	if (rc != 0) {
 		prim__stat_reject(p, rc == PROTO_EBADTYPE ? PRIM_REJ_UNKNOWN_OP :
@@ -678,6 +704,15 @@ static void handle_req(prim_conn_t *c, const proto_hdr_t *h, const uint8_t *pl)
 		} else if (rc < 0 && rc > -4096) {
 			rc = PROTO_EINTERNAL;
 		}
+	} else if (op.op == PROTO_OP_WATCH) {
+		/* this member's own changes, never a ReadIndex round; may wait for the next
+		 * apply (core/prim_watch.c) */
+		if ((rc = prim__watch_req(p, c, h->id, &op)) == 0)
+			return;
+	} else if (op.op == PROTO_OP_SNAPSHOT) {
+		/* this member's snapshot stream, in chunks (core/prim_snap.c); counted there */
+		if ((rc = prim__snap_req(p, c, h->id, &op)) == 0)
+			return;
 	} else if (!(h->flags & PROTO_F_STALE)) {
 		/* Linearizable: served once a ReadIndex round confirms the leader and this
 		 * member has applied up to it. */
@@ -1205,6 +1240,7 @@ static void on_sweep(uv_timer_t *t)
 			p->st.timeouts_idle++;
 		conn_close(c);
 	}
+	prim__watch_sweep(p, now);
 }
 
 static void start_sweep(prim_t *p)
@@ -1226,6 +1262,7 @@ static void start_sweep(prim_t *p)
 
 void prim__stop_sweep(prim_t *p)
 {
+	prim__stream_close(p);
 	if (p->sweeping) {
 		p->sweeping = false;
 		uv_close((uv_handle_t *)&p->sweep_timer, NULL);

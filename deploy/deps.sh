@@ -10,10 +10,10 @@ set -euo pipefail
 
 mode=${1:-build}
 pkgs=(build-essential pkg-config meson ninja-build libuv1-dev libmbedtls-dev liblmdb-dev
-      lmdb-utils node-llhttp libinih-dev libjansson-dev libxxhash-dev libzstd-dev
+      lmdb-utils node-llhttp libinih-dev libjansson-dev libxxhash-dev libzstd-dev zlib1g-dev
       libcriterion-dev openssl curl python3)
 if [ "$mode" = test ]; then
-	pkgs+=(clang libclang-rt-14-dev llvm prometheus jq
+	pkgs+=(clang libclang-rt-14-dev llvm prometheus jq zsh groff-base
 	       nginx haproxy systemd python3-yaml)
 fi
 

@@ -14,6 +14,7 @@
 
 #include "proto/conf.h"
 #include "proto/log.h"
+#include "proto/version.h"
 
 #define SET(sec, key, type, field, def, help, ...) \
 	PROTO_CONF_SETTING(gw_config_t, sec, key, type, field, def, help, __VA_ARGS__)
@@ -87,6 +88,7 @@ static void conf_init(proto_conf_t *pc, gw_config_t *c)
 {
 	proto_conf_init(pc, "geokv-gateway", settings, NSETTINGS, c);
 	pc->intro = intro;
+	pc->version = geokv_version();
 }
 
 void gw_config_defaults(gw_config_t *c)

@@ -8,6 +8,7 @@
  * docs/cli.md). One blocking client (proto/client.h) per run.
  */
 #include "proto/cli.h"
+#include "proto/version.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -30,6 +31,24 @@
 #define OPT_TLS_KEY  1012
 #define OPT_STALE    1013
 #define OPT_CHECKSUM 1014
+#define OPT_JSON     1015
+#define OPT_TOKEN_FILE 1016
+#define OPT_CONTEXT  1017
+#define OPT_CLUSTER  1018
+#define OPT_VERSION  1019
+#define OPT_DESC     1020
+#define OPT_SELECT   1021
+#define OPT_FORMAT   1022
+#define OPT_KEYF     1023
+#define OPT_VALF     1024
+#define OPT_HEADER   1025
+#define OPT_MAXERR   1026
+#define OPT_CKPT     1027
+#define OPT_RESUME   1028
+#define OPT_PROGRESS 1029
+#define OPT_FROMREV  1030
+#define OPT_COUNT    1031
+#define OPT_RETRY    1032
 
 struct cmd;
 
@@ -44,6 +63,7 @@ typedef struct call {
 	char *buf;                /* put, create: the value read from stdin; freed by the dispatcher */
 	uint64_t exp;             /* update: the revision the key must have */
 	uint64_t rev;             /* the revision written, printed when the command has CMD_REV */
+	bool json;                /* -o json */
 } call_t;
 
 /* What a command's errors are about (the "geokv: <what>: ..." prefix), and what it prints. */
@@ -51,6 +71,7 @@ enum {
 	CMD_ABOUT_KEY = 1,        /* the bucket for bucket errors, else the key: a[0], a[1] */
 	CMD_ABOUT_BUCKET = 2,     /* a[0] */
 	CMD_REV = 4,              /* prints the revision it wrote */
+	CMD_LOCAL = 8,            /* needs no connection settings (context commands) */
 };
 
 /*
@@ -89,6 +110,11 @@ static void cmd_help(const cmd_t *c, FILE *f)
 	{"tls-cert", required_argument, NULL, OPT_TLS_CERT},           \
 	{"tls-key", required_argument, NULL, OPT_TLS_KEY},             \
 	{"stale", no_argument, NULL, OPT_STALE},                       \
+	{"json", no_argument, NULL, OPT_JSON},                         \
+	{"output", required_argument, NULL, 'o'},                      \
+	{"token-file", required_argument, NULL, OPT_TOKEN_FILE},       \
+	{"context", required_argument, NULL, OPT_CONTEXT},             \
+	{"cluster", required_argument, NULL, OPT_CLUSTER},             \
 	{"help", no_argument, NULL, 'h'}
 
 /*
@@ -105,6 +131,8 @@ static int common_opt(cli_ctx_t *cx, int ch, const char *cmd)
 	case OPT_TIMEOUT:
 		if (proto_conf_parse_duration(optarg, 1000, &cx->timeout_ms) || cx->timeout_ms == 0)
 			return cli_usage_error(cmd, "bad --timeout '%s'", optarg);
+		cx->timeout_str = optarg;
+		cx->timeout_set = true;
 		return 0;
 	case OPT_TLS_CA:
 		cx->tls_ca = optarg;
@@ -117,6 +145,30 @@ static int common_opt(cli_ctx_t *cx, int ch, const char *cmd)
 		return 0;
 	case OPT_STALE:
 		cx->stale = true;
+		return 0;
+	case OPT_JSON:
+		cx->json = true;
+		return 0;
+	case 'o':
+		if (strcmp(optarg, "json") == 0)
+			cx->json = true;
+		else if (strcmp(optarg, "text") == 0)
+			cx->json = false;
+		else
+			return cli_usage_error(cmd, "bad -o '%s' (want text or json)", optarg);
+		return 0;
+	case OPT_TOKEN_FILE:
+		cx->token_file = optarg;
+		return 0;
+	case OPT_CONTEXT:
+		if (!proto_bucket_valid(optarg, strlen(optarg)))
+			return cli_usage_error(cmd, "bad --context '%s'", optarg);
+		cx->context = optarg;
+		return 0;
+	case OPT_CLUSTER:
+		if (strlen(optarg) > PROTO_MAX_CLUSTER)
+			return cli_usage_error(cmd, "--cluster longer than %d bytes", PROTO_MAX_CLUSTER);
+		cx->cluster = optarg;
 		return 0;
 	default:
 		return -1;
@@ -138,6 +190,20 @@ static int parse(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv, opts_t *o
 		{"ttl", required_argument, NULL, OPT_TTL},
 		{"content-type", required_argument, NULL, OPT_CTYPE},
 		{"revision", required_argument, NULL, OPT_REV},
+		{"rev", required_argument, NULL, OPT_REV},
+		{"description", required_argument, NULL, OPT_DESC},
+		{"select", no_argument, NULL, OPT_SELECT},
+		{"format", required_argument, NULL, OPT_FORMAT},
+		{"key-field", required_argument, NULL, OPT_KEYF},
+		{"value-field", required_argument, NULL, OPT_VALF},
+		{"header", no_argument, NULL, OPT_HEADER},
+		{"max-errors", required_argument, NULL, OPT_MAXERR},
+		{"checkpoint", required_argument, NULL, OPT_CKPT},
+		{"resume", no_argument, NULL, OPT_RESUME},
+		{"progress-every", required_argument, NULL, OPT_PROGRESS},
+		{"from-rev", required_argument, NULL, OPT_FROMREV},
+		{"count", required_argument, NULL, OPT_COUNT},
+		{"retry", required_argument, NULL, OPT_RETRY},
 		{"raw", no_argument, NULL, OPT_RAW},
 		{"force", no_argument, NULL, 'f'},
 		{"batch", required_argument, NULL, OPT_BATCH},
@@ -154,19 +220,24 @@ static int parse(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv, opts_t *o
 	if (strcmp(c->name, "bucket add") == 0)
 		allowed = "history max-value ttl content-type";
 	else if (strcmp(c->name, "get") == 0)
-		allowed = "revision raw";
+		allowed = "revision rev raw";
 	else if (strcmp(c->name, "bucket rm") == 0)
 		allowed = "force";
 	else if (strcmp(c->name, "load") == 0)
-		allowed = "batch window skip-bad quiet";
+		allowed = "batch window skip-bad quiet format key-field value-field header "
+			  "max-errors checkpoint resume progress-every retry";
 	else if (strcmp(c->name, "status") == 0)
 		allowed = "checksum";
+	else if (strcmp(c->name, "watch") == 0)
+		allowed = "from-rev count";
+	else if (strcmp(c->name, "context add") == 0)
+		allowed = "force description select";
 
 	memset(o, 0, sizeof *o);
 	optind = 0; /* glibc: full re-initialisation for a new argv */
 	opterr = 0;
 	/* no "+": GNU getopt permutes, so options may follow positionals ("--" ends them) */
-	while ((ch = getopt_long(argc, argv, "s:hfq", lo, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "s:o:hfq", lo, NULL)) != -1) {
 		const char *lname = NULL;
 		for (const struct option *p = lo; p->name; p++)
 			if (p->val == ch)
@@ -231,6 +302,75 @@ static int parse(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv, opts_t *o
 		case OPT_CHECKSUM:
 			o->checksum = true;
 			break;
+		case OPT_DESC:
+			o->description = optarg;
+			break;
+		case OPT_SELECT:
+			o->select = true;
+			break;
+		case OPT_FORMAT: {
+			static const char *f[] = {"auto", "ndjson", "csv", "tsv"};
+			o->format = -1;
+			for (int i = 0; i < 4; i++)
+				if (strcmp(optarg, f[i]) == 0 || (i == 1 && strcmp(optarg, "json") == 0))
+					o->format = i;
+			if (o->format < 0)
+				return cli_usage_error(c->name, "bad --format '%s' (want auto, ndjson, "
+						       "csv or tsv)", optarg);
+			break;
+		}
+		case OPT_KEYF:
+		case OPT_VALF: {
+			uint64_t col = 0;
+			if (!*optarg)
+				return cli_usage_error(c->name, "%s needs a name or a column number",
+						       argv[optind - 1]);
+			if (strspn(optarg, "0123456789") == strlen(optarg) &&
+			    (proto_conf_parse_u64(optarg, &col) || col < 1 || col > 100000))
+				return cli_usage_error(c->name, "columns count from 1");
+			if (ch == OPT_KEYF) {
+				o->key_field = optarg;
+				o->key_col = col;
+			} else {
+				o->value_field = optarg;
+				o->value_col = col;
+			}
+			break;
+		}
+		case OPT_HEADER:
+			o->header = true;
+			break;
+		case OPT_MAXERR:
+			if (proto_conf_parse_u64(optarg, &o->max_errors))
+				return cli_usage_error(c->name, "bad --max-errors '%s'", optarg);
+			o->has_max_errors = true;
+			break;
+		case OPT_CKPT:
+			o->checkpoint = optarg;
+			break;
+		case OPT_RESUME:
+			o->resume = true;
+			break;
+		case OPT_FROMREV:
+			if (proto_conf_parse_u64(optarg, &o->rev) || o->rev == 0)
+				return cli_usage_error(c->name, "bad --from-rev '%s'", optarg);
+			o->has_rev = true;
+			break;
+		case OPT_RETRY:
+			if (proto_conf_parse_duration(optarg, 1000, &o->retry_ms) ||
+			    o->retry_ms > 24 * 3600 * 1000ull)
+				return cli_usage_error(c->name, "bad --retry '%s' (e.g. 30s, 0 = never)",
+						       optarg);
+			o->has_retry = true;
+			break;
+		case OPT_COUNT:
+			if (proto_conf_parse_u64(optarg, &o->count) || o->count == 0)
+				return cli_usage_error(c->name, "bad --count '%s'", optarg);
+			break;
+		case OPT_PROGRESS:
+			if (proto_conf_parse_duration(optarg, 1000, &o->progress_ms) || o->progress_ms == 0)
+				return cli_usage_error(c->name, "bad --progress-every '%s'", optarg);
+			break;
 		case ':':
 			return cli_usage_error(c->name, "option '%s' needs a value", argv[optind - 1]);
 		default:
@@ -241,6 +381,8 @@ static int parse(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv, opts_t *o
 	*npos = argc - optind;
 	if (*npos < c->min_args || *npos > c->max_args)
 		return cli_usage_error(c->name, "'%s' takes %s", c->name, c->args);
+	if (o->raw && cx->json)
+		return cli_usage_error(c->name, "--raw and -o json exclude each other");
 	return -1;
 }
 
@@ -330,6 +472,8 @@ static int run_get(kvc_t *k, call_t *cl)
 
 	if ((rc = kvc_get(k, cl->a[0], cl->a[1], cl->o.has_rev ? cl->o.rev : 0, &r)) != 0)
 		return rc;
+	if (cl->json)
+		return cli_json_emit(cli_json_rec(cl->a[0], &r, true));
 	if (cl->o.raw) {
 		fwrite(r.value.p, 1, r.value.len, stdout);
 		return 0;
@@ -343,7 +487,12 @@ static int run_get(kvc_t *k, call_t *cl)
 
 static int print_key(void *ctx, const proto_bytes_t *key)
 {
-	(void)ctx;
+	if (*(bool *)ctx) {
+		json_t *o = json_object();
+		if (o)
+			json_object_set_new(o, "key", json_stringn((const char *)key->p, key->len));
+		return cli_json_emit(o);
+	}
 	fwrite(key->p, 1, key->len, stdout);
 	putchar('\n');
 	return 0;
@@ -351,19 +500,27 @@ static int print_key(void *ctx, const proto_bytes_t *key)
 
 static int run_keys(kvc_t *k, call_t *cl)
 {
-	return kvc_keys(k, cl->a[0], cl->n > 1 ? cl->a[1] : "", print_key, NULL);
+	return kvc_keys(k, cl->a[0], cl->n > 1 ? cl->a[1] : "", print_key, &cl->json);
 }
 
-static const char *kind_name(uint8_t kind)
-{
-	return kind == PROTO_REC_PUT ? "PUT" : kind == PROTO_REC_DEL ? "DEL" : "PURGE";
-}
+#define kind_name cli_kind_name
+
+/* history's state: the first row prints the header; json prints NDJSON records instead */
+typedef struct rows {
+	bool first, json;
+	const char *bucket;
+} rows_t;
 
 static int print_rec(void *ctx, const proto_rec_t *r)
 {
 	char t[40];
-	bool *first = ctx;
+	rows_t *rw = ctx;
+	bool *first = &rw->first;
 
+	if (rw->json) {
+		*first = false;
+		return cli_json_emit(cli_json_rec(rw->bucket, r, true));
+	}
 	if (*first) {
 		printf("%-10s %-6s %-25s %10s  %s\n", "REVISION", "OP", "CREATED", "LENGTH", "VALUE");
 		*first = false;
@@ -387,12 +544,12 @@ static int print_rec(void *ctx, const proto_rec_t *r)
 
 static int run_history(kvc_t *k, call_t *cl)
 {
-	bool first = true;
+	rows_t rw = {true, cl->json, cl->a[0]};
 	int rc;
 
-	if ((rc = kvc_history(k, cl->a[0], cl->a[1], print_rec, &first)) != 0)
+	if ((rc = kvc_history(k, cl->a[0], cl->a[1], print_rec, &rw)) != 0)
 		return rc;
-	return first ? KV_ENOTFOUND : 0; /* no revision retained: as `get` would say */
+	return rw.first ? KV_ENOTFOUND : 0; /* no revision retained: as `get` would say */
 }
 
 /* ---- buckets --------------------------------------------------------------------------- */
@@ -414,8 +571,11 @@ static int run_bucket_add(kvc_t *k, call_t *cl)
 static int print_bucket_row(void *ctx, const proto_bucket_info_t *b)
 {
 	char ttl[32];
-	bool *first = ctx;
+	rows_t *rw = ctx;
+	bool *first = &rw->first;
 
+	if (rw->json)
+		return cli_json_emit(cli_json_bucket(b));
 	if (*first) {
 		printf("%-24s %12s %14s %8s %10s\n", "BUCKET", "KEYS", "BYTES", "HISTORY", "TTL");
 		*first = false;
@@ -428,10 +588,9 @@ static int print_bucket_row(void *ctx, const proto_bucket_info_t *b)
 
 static int run_bucket_ls(kvc_t *k, call_t *cl)
 {
-	bool first = true;
+	rows_t rw = {true, cl->json, NULL};
 
-	(void)cl;
-	return kvc_bucket_list(k, print_bucket_row, &first);
+	return kvc_bucket_list(k, print_bucket_row, &rw);
 }
 
 static int run_bucket_info(kvc_t *k, call_t *cl)
@@ -442,6 +601,8 @@ static int run_bucket_info(kvc_t *k, call_t *cl)
 
 	if ((rc = kvc_bucket_info(k, cl->a[0], &b)) != 0)
 		return rc;
+	if (cl->json)
+		return cli_json_emit(cli_json_bucket(&b));
 	printf("bucket:        %.*s\n", (int)b.name.len, (const char *)b.name.p);
 	printf("history:       %u\n", b.cfg.history);
 	printf("max value:     %u\n", b.cfg.max_value ? b.cfg.max_value : PROTO_DEFAULT_MAX_VALUE);
@@ -510,6 +671,59 @@ static void ask_member(cli_ctx_t *cx, kvc_t *k, member_row_t *r, bool checksum)
 	(void)cx;
 }
 
+/* The checksum verdict: -1 no pair compared, 0 equal, 1 members differ. */
+static int checksums_differ(const member_row_t *rows, int n)
+{
+	int differ = 0, compared = 0;
+
+	/* equal applied index and different hash: the members disagree */
+	for (int i = 0; i < n; i++)
+		for (int j = i + 1; j < n; j++)
+			if (rows[i].has_hash && rows[j].has_hash &&
+			    rows[i].hash.applied == rows[j].hash.applied) {
+				compared++;
+				differ += rows[i].hash.hash != rows[j].hash.hash;
+			}
+	return differ ? 1 : compared ? 0 : -1;
+}
+
+/* status -o json: one object, the asked member's fields plus "members" (and "checksums"). */
+static int status_json(json_t *js, const member_row_t *rows, int n, int self, uint64_t top,
+		       bool checksum)
+{
+	json_t *ms = json_array();
+	int down = 0;
+
+	for (int i = 0; i < n; i++) {
+		const member_row_t *r = &rows[i];
+		json_t *m = json_pack("{sIss}", "id", (json_int_t)r->id, "address", r->addr);
+		if (r->err && !(r->has_hash || i == self)) {
+			down++;
+			json_object_set_new(m, "role", json_string("unreachable"));
+			json_object_set_new(m, "error", json_string(geokv_strerror(r->err)));
+		} else {
+			json_object_set_new(m, "role", json_string(r->leader ? "leader" : "follower"));
+			json_object_set_new(m, "term", json_integer((json_int_t)r->term));
+			json_object_set_new(m, "commit", json_integer((json_int_t)r->commit));
+			json_object_set_new(m, "applied", json_integer((json_int_t)r->applied));
+			json_object_set_new(m, "lag", json_integer((json_int_t)(top > r->applied ?
+									 top - r->applied : 0)));
+			if (r->has_hash) {
+				char h[24];
+				snprintf(h, sizeof h, "%016llx", (unsigned long long)r->hash.hash);
+				json_object_set_new(m, "checksum", json_string(h));
+			}
+		}
+		json_array_append_new(ms, m);
+	}
+	json_object_set_new(js, "members", ms);
+	int d = checksum ? checksums_differ(rows, n) : -1;
+	if (d >= 0)
+		json_object_set_new(js, "checksums", json_string(d ? "differ" : "equal"));
+	cli_json_emit(js);
+	return d == 1 ? CLI_ERR : down ? CLI_CONN : CLI_OK;
+}
+
 /*
  * status: the member asked, then every member of its configuration, each asked in turn for
  * its own view (role, term, commit, applied) and, with --checksum, its content checksum (a
@@ -529,6 +743,24 @@ static int prep_status(cli_ctx_t *cx, call_t *cl)
 		return cx->open_exit;
 	if ((rc = kvc_status(k, &s)) != 0)
 		return cli_fail(cx, rc, NULL);
+	json_t *js = NULL;
+	if (cx->json) {
+		js = json_pack("{sIsssbss#sIsIsIsIsIsIss#}", "node", (json_int_t)s.node_id,
+			       "role", roles[s.role < 5 ? s.role : 0], "leader", s.is_leader,
+			       "leader_address", s.leader.len ? (const char *)s.leader.p : "",
+			       (int)s.leader.len, "term", (json_int_t)s.term,
+			       "revision", (json_int_t)s.revision, "commit", (json_int_t)s.commit,
+			       "applied", (json_int_t)s.applied, "first_index", (json_int_t)s.first_index,
+			       "last_index", (json_int_t)s.last_index,
+			       "version", s.version.len ? (const char *)s.version.p : "", (int)s.version.len);
+		if (!js)
+			return cli_fail(cx, -12, NULL);
+		if (s.nmembers == 0) {
+			cli_json_emit(js);
+			return CLI_OK;
+		}
+		goto members;
+	}
 	printf("node:          %llu\n", (unsigned long long)s.node_id);
 	printf("role:          %s%s\n", roles[s.role < 5 ? s.role : 0], s.is_leader ? " (leader)" : "");
 	printf("leader:        %.*s\n", (int)s.leader.len, s.leader.len ? (const char *)s.leader.p : "");
@@ -542,6 +774,7 @@ static int prep_status(cli_ctx_t *cx, call_t *cl)
 	if (s.nmembers == 0)
 		return CLI_OK;
 
+members:
 	/* copy out: the views end with the next call */
 	memset(rows, 0, sizeof rows);
 	n = s.nmembers;
@@ -580,6 +813,8 @@ static int prep_status(cli_ctx_t *cx, call_t *cl)
 	for (int i = 0; i < n; i++)
 		if (!rows[i].err && rows[i].commit > top)
 			top = rows[i].commit;
+	if (js)
+		return status_json(js, rows, n, self, top, cl->o.checksum);
 	printf("\nmembers:\n  %-4s %-22s %-9s %6s %12s %12s %8s%s\n", "ID", "ADDRESS", "ROLE", "TERM",
 	       "COMMIT", "APPLIED", "LAG", cl->o.checksum ? "  CHECKSUM" : "");
 	for (int i = 0; i < n; i++) {
@@ -603,20 +838,12 @@ static int prep_status(cli_ctx_t *cx, call_t *cl)
 		printf("\n");
 	}
 	if (cl->o.checksum) {
-		/* equal applied index and different hash: the members disagree */
-		int differ = 0, compared = 0;
-		for (int i = 0; i < n; i++)
-			for (int j = i + 1; j < n; j++)
-				if (rows[i].has_hash && rows[j].has_hash &&
-				    rows[i].hash.applied == rows[j].hash.applied) {
-					compared++;
-					differ += rows[i].hash.hash != rows[j].hash.hash;
-				}
-		if (differ)
+		int d = checksums_differ(rows, n);
+		if (d == 1)
 			printf("checksums: DIFFER between members at the same applied index\n");
-		else if (compared)
+		else if (d == 0)
 			printf("checksums: equal where the applied index is equal\n");
-		if (differ)
+		if (d == 1)
 			return CLI_ERR;
 	}
 	return down ? CLI_CONN : CLI_OK;
@@ -627,6 +854,20 @@ static int prep_status(cli_ctx_t *cx, call_t *cl)
 static int prep_load(cli_ctx_t *cx, call_t *cl)
 {
 	return cli_cmd_load(cx, cl->a[0], cl->a[1], &cl->o);
+}
+
+static int prep_watch(cli_ctx_t *cx, call_t *cl)
+{
+	const char *prefix = cl->n > 1 ? cl->a[1] : "";
+
+	if (strcmp(cl->c->name, "dump") == 0)
+		return cli_cmd_dump(cx, cl->a[0], prefix, &cl->o);
+	return cli_cmd_watch(cx, cl->a[0], prefix, &cl->o);
+}
+
+static int prep_snapshot(cli_ctx_t *cx, call_t *cl)
+{
+	return cli_cmd_snapshot_save(cx, cl->a[0], &cl->o);
 }
 
 /* ---- dispatch --------------------------------------------------------------------------- */
@@ -652,6 +893,13 @@ static int call_cmd(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
 	cl.c = c;
 	if ((rc = parse(cx, c, argc, argv, &cl.o, &cl.a, &cl.n)) >= 0)
 		return rc;
+	cl.json = cx->json;
+	if (c->flags & CMD_LOCAL) {
+		/* "context add" -> "add" */
+		return cli_cmd_context(cx, strchr(c->name, ' ') + 1, cl.a, cl.n, &cl.o);
+	}
+	if ((rc = cli_ctx_resolve(cx)) != 0)
+		return rc;
 	if (c->prep && (rc = c->prep(cx, &cl)) >= 0)
 		goto out;
 	if (!(k = cli_client(cx))) {
@@ -662,7 +910,9 @@ static int call_cmd(cli_ctx_t *cx, const cmd_t *c, int argc, char **argv)
 		rc = cli_fail(cx, err, about(&cl, err));
 		goto out;
 	}
-	if (c->flags & CMD_REV)
+	if ((c->flags & CMD_REV) && cl.json)
+		cli_json_emit(json_pack("{sI}", "revision", (json_int_t)cl.rev));
+	else if (c->flags & CMD_REV)
 		printf("%llu\n", (unsigned long long)cl.rev);
 	rc = CLI_OK;
 out:
@@ -692,7 +942,8 @@ static const cmd_t cmds[] = {
 	{"update", "BUCKET KEY VALUE REV", "Set KEY only if its last revision is REV (else exit 4).\n"
 	 "Prints the new revision.", NULL, prep_update, run_update, 4, 4, CMD_ABOUT_KEY | CMD_REV},
 	{"get", "BUCKET KEY [options]", "Print KEY's value (exit 3 if absent).",
-	 "      --revision N     the value KEY had at revision N (if still retained)\n"
+	 "      --rev N, --revision N\n"
+	 "                       the value KEY had at revision N (if still retained)\n"
 	 "      --raw            only the value's bytes, no header, no newline\n",
 	 NULL, run_get, 2, 2, CMD_ABOUT_KEY},
 	{"del", "BUCKET KEY", "Delete KEY (a tombstone; history is kept).\nPrints the revision.",
@@ -705,21 +956,73 @@ static const cmd_t cmds[] = {
 	 NULL, run_history, 2, 2, CMD_ABOUT_KEY},
 	{"load", "BUCKET FILE|- [options]",
 	 "Load keys from FILE or stdin, batched and pipelined.\n\n"
-	 "One key per line, either NDJSON\n"
-	 "{\"key\":\"k\",\"value\":\"v\"} or key<TAB>value, detected per line. Empty lines are\n"
-	 "skipped. Keys go in batches (one atomic write each), several in flight; every\n"
-	 "batch acknowledged is durable. A bad line stops the load (exit 6) after\n"
-	 "everything before it is loaded, unless --skip-bad.",
+	 "One key per line: NDJSON {\"key\":\"k\",\"value\":\"v\"} (or \"value_b64\": base64),\n"
+	 "CSV (key,value; RFC 4180 quoting) or TSV (key<TAB>value: the rest of the line).\n"
+	 "The format comes from --format, else the extension (.ndjson .jsonl .json, .csv,\n"
+	 ".tsv, before any .gz/.zst), else each line's first byte ('{' = JSON, else TSV).\n"
+	 "gzip and zstd input is recognised by its first bytes. Blank lines are skipped.\n"
+	 "Every line is checked first (parse, key rules, the bucket's max value) and a bad\n"
+	 "one is reported as FILE:LINE: reason. Keys go in batches (one atomic write\n"
+	 "each, applied exactly once however often it is resent), several in flight;\n"
+	 "every batch acknowledged is durable. Progress goes\n"
+	 "to stderr (a live line on a terminal, a plain line every 5s otherwise), the\n"
+	 "summary to stdout (one JSON object with -o json).",
+	 "      --format F           auto (default), ndjson, csv or tsv\n"
+	 "      --key-field F        JSON field, or CSV/TSV column: a header name or a\n"
+	 "                           number from 1 (default: \"key\", column 1)\n"
+	 "      --value-field F      likewise (default: \"value\" or \"value_b64\"; CSV\n"
+	 "                           column 2; TSV the rest of the line)\n"
+	 "      --header             CSV/TSV: the first line names the columns (implied by\n"
+	 "                           a field given by name)\n"
+	 "      --max-errors N       skip up to N bad lines, stop at the next (default 0)\n"
+	 "      --skip-bad           skip every bad line (no limit)\n"
+	 "      --checkpoint FILE    keep FILE saying through which line all is loaded\n"
+	 "      --resume             with --checkpoint: skip the lines it says are loaded\n"
 	 "      --batch N            ops per batch (default 1000)\n"
 	 "      --window N           batches in flight (default 4)\n"
-	 "      --skip-bad           report bad lines and carry on\n"
+	 "      --retry DUR          resend a batch whose outcome is unknown (leader lost,\n"
+	 "                           timeout) for this long; never applied twice (30s; 0 never)\n"
+	 "      --progress-every DUR progress interval (default 250ms on a terminal, 5s)\n"
 	 "  -q, --quiet              no progress on stderr\n",
 	 prep_load, NULL, 2, 2, 0},
+	{"watch", "BUCKET [PREFIX] [options]",
+	 "Print every change (put, delete, purge) to keys under PREFIX as it is applied,\n"
+	 "in revision order, from now or from --from-rev (changes still retained: the\n"
+	 "bucket's history). Runs until interrupted, or --count changes.",
+	 "      --from-rev N         start at revision N (default: the next one)\n"
+	 "      --count N            exit after N changes\n",
+	 prep_watch, NULL, 1, 2, 0},
+	{"dump", "BUCKET [PREFIX]",
+	 "Print the live keys under PREFIX as NDJSON {\"key\",\"value\"} lines (\"value_b64\"\n"
+	 "for values that are not UTF-8), in key order: 'geokv load' reads it back.\n"
+	 "Each page of 10,000 keys is one consistent read; use 'snapshot save' for one\n"
+	 "consistent copy of the whole store.",
+	 NULL, prep_watch, NULL, 1, 2, 0},
+	{"snapshot save", "FILE",
+	 "Save the member's whole store to FILE: its snapshot stream (one consistent read,\n"
+	 "checksummed chunks), fetched in chunks and renamed into place when complete.\n"
+	 "Prints its checksum, equal to 'status --checksum' at the same applied index.\n"
+	 "Restore with: geokv-restore --data DIR FILE (see docs/cli.md).",
+	 NULL, prep_snapshot, NULL, 1, 1, 0},
 	{"status", "[--checksum]", "Show the member's status and every member's role, indexes and lag.\n"
 	 "Exit 5 when a member cannot be reached, 1 when checksums differ.",
 	 "      --checksum           each member's content checksum (reads its whole store);\n"
 	 "                           equal on members at the same applied index\n",
 	 prep_status, NULL, 0, 0, 0},
+	{"context add", "NAME [options]", "Save connection settings as context NAME.\n\n"
+	 "Takes the connection flags given (-s, --tls-ca, --tls-cert, --tls-key,\n"
+	 "--token-file, --cluster, --timeout); files are stored as absolute paths. The\n"
+	 "first context added becomes the current one.",
+	 "  -f, --force              replace an existing context\n"
+	 "      --description TEXT   shown by 'context ls'\n"
+	 "      --select             make it the current context\n",
+	 NULL, NULL, 1, 1, CMD_LOCAL},
+	{"context ls", "", "List contexts; '*' marks the current one.", NULL, NULL, NULL, 0, 0,
+	 CMD_LOCAL},
+	{"context show", "[NAME]", "Show a context (default: the current one).", NULL, NULL, NULL,
+	 0, 1, CMD_LOCAL},
+	{"context use", "NAME", "Make NAME the current context.", NULL, NULL, NULL, 1, 1, CMD_LOCAL},
+	{"context rm", "NAME", "Delete context NAME.", NULL, NULL, NULL, 1, 1, CMD_LOCAL},
 };
 #define NCMDS (sizeof cmds / sizeof cmds[0])
 
@@ -729,12 +1032,16 @@ static void main_help(FILE *f)
 		   "Client for geokv, a replicated key-value store.\n\nCommands:\n");
 	for (size_t i = 0; i < NCMDS; i++) {
 		char syn[64];
+		if (strncmp(cmds[i].name, "context ", 8) == 0 && strcmp(cmds[i].name, "context add"))
+			continue; /* one line for the group: see 'geokv context --help' */
 		snprintf(syn, sizeof syn, "%s %s", cmds[i].name, cmds[i].args);
 		const char *nl = strchr(cmds[i].summary, '\n');
 		fprintf(f, "  %-34s %.*s\n", syn,
 			nl ? (int)(nl - cmds[i].summary) : (int)strlen(cmds[i].summary), cmds[i].summary);
 	}
-	fprintf(f, "\nOptions:\n%s\nRun 'geokv COMMAND --help' for a command's options.\n\n%s",
+	fprintf(f, "  %-34s %s\n", "context ls|show|use|rm", "list, show, select, delete contexts");
+	fprintf(f, "\nOptions:\n%s      --version        print the version\n"
+		   "\nRun 'geokv COMMAND --help' for a command's options.\n\n%s",
 		cli_common_help, exit_help);
 }
 
@@ -742,6 +1049,7 @@ int main(int argc, char **argv)
 {
 	static const struct option lo[] = {
 		COMMON_OPTIONS,
+		{"version", no_argument, NULL, OPT_VERSION},
 		{NULL, 0, NULL, 0},
 	};
 	cli_ctx_t cx;
@@ -750,16 +1058,12 @@ int main(int argc, char **argv)
 	const cmd_t *c = NULL;
 
 	memset(&cx, 0, sizeof cx);
-	cx.servers = getenv("GEOKV_SERVER");
-	if (!cx.servers || !*cx.servers)
-		cx.servers = "127.0.0.1:7400";
+	/* servers, TLS files, token: flags here and after the command, then cli_ctx_resolve()
+	 * fills the rest from the context file and the environment */
 	cx.timeout_ms = 10000;
-	cx.tls_ca = getenv("GEOKV_TLS_CA");
-	cx.tls_cert = getenv("GEOKV_TLS_CERT");
-	cx.tls_key = getenv("GEOKV_TLS_KEY");
 	opterr = 0;
 	/* "+": stop at the command; its own options are parsed by the command */
-	while ((ch = getopt_long(argc, argv, "+s:h", lo, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "+s:o:h", lo, NULL)) != -1) {
 		if ((rc = common_opt(&cx, ch, NULL)) >= 0) {
 			if (rc)
 				return rc;
@@ -769,6 +1073,15 @@ int main(int argc, char **argv)
 		case 'h':
 			main_help(stdout);
 			return CLI_OK;
+		case OPT_VERSION:
+			if (cx.json)
+				cli_json_emit(json_pack("{ssss}", "version", geokv_version(),
+							"release", GEOKV_VERSION));
+			else
+				printf("geokv %s, protocol %d\n", geokv_version(), PROTO_VERSION);
+			return CLI_OK;
+		case ':':
+			return cli_usage_error(NULL, "option '%s' needs a value", argv[optind - 1]);
 		default:
 			return cli_usage_error(NULL, "unknown option '%s'", argv[optind - 1]);
 		}
@@ -783,19 +1096,30 @@ int main(int argc, char **argv)
 		main_help(stdout);
 		return CLI_OK;
 	}
-	if (strcmp(argv[0], "bucket") == 0) {
+	if (strcmp(argv[0], "bucket") == 0 || strcmp(argv[0], "context") == 0 ||
+	    strcmp(argv[0], "snapshot") == 0) {
+		const char *g = argv[0];
+		size_t gl = strlen(g);
 		if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
 			FILE *f = argc < 2 ? stderr : stdout;
-			fprintf(f, "Usage: geokv bucket add|ls|info|rm ...\n\n");
-			for (size_t i = 0; i < 4; i++) {
+			fprintf(f, "Usage: geokv %s %s ...\n\n", g, g[0] == 'b' ? "add|ls|info|rm" :
+				g[0] == 's' ? "save" : "add|ls|show|use|rm");
+			for (size_t i = 0; i < NCMDS; i++) {
 				char syn[64];
+				if (strncmp(cmds[i].name, g, gl) != 0 || cmds[i].name[gl] != ' ')
+					continue;
 				snprintf(syn, sizeof syn, "%s %s", cmds[i].name, cmds[i].args);
-				fprintf(f, "  %-34s %s\n", syn, cmds[i].summary);
+				const char *nl = strchr(cmds[i].summary, '\n');
+				fprintf(f, "  %-34s %.*s\n", syn, nl ? (int)(nl - cmds[i].summary) :
+					(int)strlen(cmds[i].summary), cmds[i].summary);
 			}
-			fprintf(f, "\nRun 'geokv bucket COMMAND --help' for a command's options.\n");
+			if (g[0] == 'c')
+				fprintf(f, "\nContexts live in $GEOKV_CONFIG, else "
+					   "~/.config/geokv/contexts.ini.\n");
+			fprintf(f, "\nRun 'geokv %s COMMAND --help' for a command's options.\n", g);
 			return argc < 2 ? CLI_USAGE : CLI_OK;
 		}
-		snprintf(name, sizeof name, "bucket %s", argv[1]);
+		snprintf(name, sizeof name, "%s %s", g, argv[1]);
 		argv++;
 		argc--;
 	} else {
@@ -813,5 +1137,6 @@ int main(int argc, char **argv)
 		rc = CLI_ERR;
 	}
 	kvc_close(cx.k);
+	cli_ctx_free(&cx);
 	return rc;
 }

@@ -22,6 +22,12 @@ const char *cli_common_help =
 	"                       (env GEOKV_TLS_CERT, GEOKV_TLS_KEY)\n"
 	"      --stale          reads from the member asked, without confirming it holds\n"
 	"                       the latest writes (faster; default: linearizable)\n"
+	"      --token-file FILE  credentials: the file's first line (env GEOKV_TOKEN,\n"
+	"                       GEOKV_TOKEN_FILE)\n"
+	"      --cluster ID     the cluster id the servers must have (env GEOKV_CLUSTER)\n"
+	"      --context NAME   connection settings from a named context (env GEOKV_CONTEXT;\n"
+	"                       default: the current one; see 'geokv context --help')\n"
+	"  -o, --output FMT     text (default) or json; --json is -o json\n"
 	"  -h, --help           this help\n";
 
 int cli_exit_code(int err)
@@ -144,8 +150,12 @@ kvc_t *cli_client_at(cli_ctx_t *cx, const char *servers)
 	o.stale = cx->stale;
 	o.request_timeout_ms = (uint32_t)(cx->timeout_ms > UINT32_MAX ? UINT32_MAX : cx->timeout_ms);
 	o.connect_timeout_ms = o.request_timeout_ms < 2000 ? o.request_timeout_ms : 2000;
-	o.cluster = getenv("GEOKV_CLUSTER");
-	o.token = getenv("GEOKV_TOKEN");
+	if (cli_ctx_resolve(cx) != 0) {
+		cx->open_exit = CLI_USAGE;
+		return NULL;
+	}
+	o.cluster = cx->cluster;
+	o.token = cx->token;
 	if (cx->tls_ca && !*cx->tls_ca)
 		cx->tls_ca = NULL;
 	if (cx->tls_cert || cx->tls_key || cx->tls_ca) {

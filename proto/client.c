@@ -168,8 +168,8 @@ static int buf_reserve(kvc_buf_t *b, size_t extra)
 /* An upper bound of an op's encoding, to size the write buffer before encoding into it. */
 static size_t op_bound(const proto_op_t *op)
 {
-	if (op->op == PROTO_OP_BATCH)
-		return 5 + (size_t)op->batch.len;
+	if (proto_op_is_batch(op->op))
+		return 21 + (size_t)op->batch.len;
 	return 64 + op->bucket.len + op->key.len + op->value.len + op->after.len +
 	       op->cfg.content_type.len;
 }
@@ -429,7 +429,7 @@ static int conn_frame(kvc_conn_t *k, uint16_t type, uint64_t id, const proto_op_
 	if ((rc = proto_frame_finish(&w, at, type, id)) != 0)
 		return rc;
 	if (op && k->c->o.stale && !proto_op_is_write(op->op) && op->op != PROTO_OP_STATUS &&
-	    op->op != PROTO_OP_HASH)
+	    op->op != PROTO_OP_HASH && op->op != PROTO_OP_WATCH && op->op != PROTO_OP_SNAPSHOT)
 		w.start[at + 6] |= PROTO_F_STALE;
 	b->len += proto_wbuf_len(&w);
 	return 0;
@@ -902,13 +902,14 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 	(void)buf;
 	if (nread < 0) {
-		if (k->tls != NULL && k->state == C_TLS) {
+		if (k->tls != NULL && k->state == C_TLS && nread == UV_EOF) {
 			/* e.g. a server that wants a client certificate and closed on us */
-			tls_failed(k, nread == UV_EOF ? "the server closed the connection during the "
-							"handshake (does it want a client certificate?)"
-						      : uv_strerror((int)nread));
+			tls_failed(k, "the server closed the connection during the handshake (does "
+				      "it want a client certificate?)");
 			return;
 		}
+		/* Any other error mid-handshake (a reset: the member was killed) is the
+		 * transport's, not TLS's: fail over to the next server like a refused connect. */
 		conn_fail(k, nread == UV_EOF ? PROTO_ECLOSED : (int)nread);
 		return;
 	}

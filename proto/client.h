@@ -220,12 +220,17 @@ int kvc_call(kvc_t *k, const proto_op_t *op, const uint8_t **body, uint32_t *len
 /* ---- pipelined loader --------------------------------------------------------------- */
 
 /*
- * Puts many keys into one bucket fast: ops are packed into BATCH requests of batch_ops
- * (or batch_bytes), and up to `window` batches are in flight at once. Each batch is atomic
+ * Puts many keys into one bucket fast: ops are packed into batches of batch_ops (or
+ * batch_bytes), and up to `window` batches are in flight at once. Each batch is atomic
  * and acknowledged only once durable on the server; kvc_loader_put blocks (running k's
- * loop) while the window is full. PUTs are marked idempotent: after a reconnect a batch may
- * be applied again (same values, new revisions), so with a key repeated in the input the
- * later value wins only if no reconnect reordered batches.
+ * loop) while the window is full.
+ *
+ * Exactly once: each batch is an SBATCH numbered in a session of its own (a random 64-bit
+ * client id, batches 1, 2, 3, ...), which the group applies at most once (core/kv_apply.c
+ * "sessions"). So a batch whose outcome is unknown (a lost connection, a leader killed, a
+ * timeout while the group elects) is resent, every 200 ms for up to retry_ms, without ever
+ * being applied twice; a duplicate is answered as done (rev 0). With a key repeated in the
+ * input, the later value wins unless a failover reordered batches in flight together.
  *
  * The first error stops the loader: later kvc_loader_put calls return it at once, and
  * stats.failed_tag names the op that failed (the `tag` given to kvc_loader_put, e.g. a
@@ -237,6 +242,14 @@ typedef struct kvc_load_opts {
 	uint32_t batch_ops;           /* ops per batch; 0 = 1000 */
 	uint32_t batch_bytes;         /* encoded bytes per batch; 0 = 4 MiB */
 	uint32_t window;              /* batches in flight; 0 = 4 */
+	uint32_t retry_ms;            /* resend a batch whose outcome is unknown (lost connection,
+	                               * timeout, no leader) for this long; 0 = 30000 */
+	/* Resuming a session (geokv load --resume): the same client id, the same ops in the
+	 * same order and the same batch_ops/batch_bytes give the same batches with the same
+	 * numbers; batches whose every tag is <= skip_through are numbered but not sent (known
+	 * acknowledged), the rest are sent and the group drops those it had applied. */
+	uint64_t client;              /* session id; 0 = a random one */
+	uint64_t skip_through;        /* tags (line numbers) known acknowledged; 0 = none */
 } kvc_load_opts_t;
 
 typedef struct kvc_load_stats {
@@ -246,7 +259,17 @@ typedef struct kvc_load_stats {
 	int err;                      /* first error, 0 if none */
 	uint64_t failed_tag;          /* tag of the op that failed (see above) */
 	int failed_status;            /* that op's own error for KV_EBATCH, else err */
+	/* With tags that increase (line numbers): every op tagged <= acked_through is
+	 * acknowledged (a checkpoint may say so), and first_unacked is the lowest tag of an op
+	 * that failed or was never sent (0 = none so far). Batches are answered in any order, so
+	 * ops after first_unacked may be acknowledged too; none before it is missing. */
+	uint64_t acked_through;
+	uint64_t first_unacked;
+	uint64_t retries;             /* batches resent after an unknown outcome */
 } kvc_load_stats_t;
+
+/* The session id (the client id of its SBATCHes): what a checkpoint records. */
+uint64_t kvc_loader_client(const kvc_loader_t *l);
 
 /* bucket is copied. Returns 0, -ENOMEM, KV_EBADBUCKET (name breaks the rules). */
 int kvc_loader_new(kvc_t *k, const char *bucket, const kvc_load_opts_t *o, kvc_loader_t **out);

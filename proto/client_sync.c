@@ -11,6 +11,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 struct kvc {
 	uv_loop_t loop;
@@ -81,7 +83,7 @@ int kvc_call(kvc_t *k, const proto_op_t *op, const uint8_t **body, uint32_t *len
 
 	k->errmsg[0] = 0;
 	k->err_index = 0;
-	if (op->op != PROTO_OP_BATCH && (rc = check_op(op)) != 0)
+	if (!proto_op_is_batch(op->op) && (rc = check_op(op)) != 0)
 		return rc;
 	memset(&req, 0, sizeof req);
 	req.data = &cl;
@@ -156,6 +158,7 @@ static int check_op(const proto_op_t *op)
 	case PROTO_OP_STATUS:
 	case PROTO_OP_HASH:
 	case PROTO_OP_BUCKET_LIST:
+	case PROTO_OP_SNAPSHOT:
 		return 0;
 	default:
 		break;
@@ -168,6 +171,8 @@ static int check_op(const proto_op_t *op)
 	case PROTO_OP_BUCKET_INFO:
 		return 0;
 	case PROTO_OP_KEYS:
+	case PROTO_OP_WATCH:
+	case PROTO_OP_SCAN:
 		return proto_prefix_valid(op->key.p, op->key.len) ? 0 : KV_EBADKEY;
 	default:
 		return proto_key_valid(op->key.p, op->key.len) ? 0 : KV_EBADKEY;
@@ -428,7 +433,11 @@ typedef struct lslot {
 	proto_batch_writer_t bw;
 	uint64_t *tags;
 	uint32_t count;
-	bool busy;                    /* sent, awaiting its answer */
+	uint64_t seq;                 /* its number in the loader's session (SBATCH) */
+	proto_op_t op;                /* as sent: a retry resends exactly this */
+	uint64_t retry_deadline;      /* uv_now ms; 0 = not failed yet */
+	struct lslot *rnext;          /* waiting for the retry timer */
+	bool busy;                    /* sent (or waiting to be resent), awaiting its answer */
 } lslot_t;
 
 struct kvc_loader {
@@ -438,8 +447,50 @@ struct kvc_loader {
 	lslot_t *slots;
 	lslot_t *cur;                 /* being filled, or NULL */
 	uint32_t busy;
+	uint64_t last_tag;            /* of the last op added */
+	uint64_t client, seq;         /* the session: random id, last batch number sent */
+	uv_timer_t retry;             /* resends batches whose outcome was unknown */
+	lslot_t *rhead;
 	kvc_load_stats_t st;
 };
+
+/*
+ * Errors after which a batch's outcome is unknown or it was not applied: a lost connection,
+ * a timeout (ours or the member's while the group elects), no leader yet, a member shutting
+ * down. Batches carry a session number (SBATCH), so resending is safe: the group applies a
+ * batch at most once. That is what makes a load ride out a leader failure.
+ */
+static bool retriable(int status)
+{
+	switch (status) {
+	case PROTO_ECLOSED: case PROTO_ETIMEDOUT: case PROTO_ENOTLEADER: case PROTO_ESHUTDOWN:
+	case PROTO_EBUSY: case UV_ECONNREFUSED: case UV_ECONNRESET: case UV_ETIMEDOUT:
+	case UV_EPIPE: case UV_EHOSTUNREACH:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static void load_cb(kvc_req_t *req, int status, const kvc_resp_t *resp);
+
+static void on_retry(uv_timer_t *t)
+{
+	kvc_loader_t *l = t->data;
+	lslot_t *s;
+
+	while ((s = l->rhead) != NULL) {
+		l->rhead = s->rnext;
+		int rc = l->st.err ? l->st.err :
+			 kvc_send(l->k->c, &s->req, &s->op, KVC_F_IDEMPOTENT, load_cb);
+		if (rc) {
+			kvc_resp_t none;
+			memset(&none, 0, sizeof none);
+			s->retry_deadline = 1; /* no more tries */
+			load_cb(&s->req, rc, &none);
+		}
+	}
+}
 
 static void load_cb(kvc_req_t *req, int status, const kvc_resp_t *resp)
 {
@@ -447,15 +498,35 @@ static void load_cb(kvc_req_t *req, int status, const kvc_resp_t *resp)
 	kvc_loader_t *l = s->l;
 	proto_write_resp_t wr;
 
+	if (status != 0 && retriable(status) && !l->st.err && l->o.retry_ms) {
+		uint64_t now = uv_now(&l->k->loop);
+		if (!s->retry_deadline)
+			s->retry_deadline = now + l->o.retry_ms;
+		if (now < s->retry_deadline) {
+			l->st.retries++;
+			s->rnext = l->rhead;
+			l->rhead = s;
+			if (!uv_is_active((uv_handle_t *)&l->retry))
+				uv_timer_start(&l->retry, on_retry, 200, 0);
+			return; /* still busy: the window stays full while the group recovers */
+		}
+	}
+	s->retry_deadline = 0;
 	s->busy = false;
 	l->busy--;
 	if (status == 0 && (status = proto_write_resp_decode(resp->body, resp->len,
 							     PROTO_OP_BATCH, &wr)) == 0) {
 		l->st.acked += wr.count;
 		l->st.batches++;
-		if (wr.count && wr.rev + wr.count - 1 > l->st.last_rev)
+		/* rev 0: a duplicate the group had applied already (its revisions came then) */
+		if (wr.count && wr.rev && wr.rev + wr.count - 1 > l->st.last_rev)
 			l->st.last_rev = wr.rev + wr.count - 1;
 	}
+	/* The first line not acknowledged is the lowest first tag of any failed batch, whatever
+	 * order the answers came in: a batch is all-or-nothing, so its first op is unapplied
+	 * even when the culprit (failed_tag) sits further in. */
+	if (status != 0 && s->count && (!l->st.first_unacked || s->tags[0] < l->st.first_unacked))
+		l->st.first_unacked = s->tags[0];
 	if (status != 0 && l->st.err == 0) {
 		l->st.err = status;
 		l->st.failed_status = status;
@@ -491,6 +562,10 @@ int kvc_loader_new(kvc_t *k, const char *bucket, const kvc_load_opts_t *o, kvc_l
 		l->o.batch_bytes = PROTO_DEFAULT_MAX_FRAME / 2;
 	if (!l->o.window)
 		l->o.window = 4;
+	if (!l->o.retry_ms)
+		l->o.retry_ms = 30000;
+	uv_timer_init(&k->loop, &l->retry);
+	l->retry.data = l;
 	if ((l->slots = calloc(l->o.window, sizeof *l->slots)) == NULL) {
 		free(l);
 		return -ENOMEM;
@@ -499,6 +574,12 @@ int kvc_loader_new(kvc_t *k, const char *bucket, const kvc_load_opts_t *o, kvc_l
 		l->slots[i].l = l;
 		l->slots[i].req.data = &l->slots[i];
 	}
+	/* A session id no other loader picks (64 random bits): the group applies each batch
+	 * of this loader at most once however often it is resent. */
+	l->client = l->o.client;
+	while (l->client == 0)
+		if (getrandom(&l->client, sizeof l->client, 0) != (ssize_t)sizeof l->client)
+			l->client = (uint64_t)uv_hrtime() ^ ((uint64_t)getpid() << 40);
 	*out = l;
 	return 0;
 }
@@ -510,11 +591,21 @@ static int slot_send(kvc_loader_t *l, lslot_t *s)
 
 	proto_batch_finish(&s->bw);
 	memset(&op, 0, sizeof op);
-	op.op = PROTO_OP_BATCH;
+	op.op = PROTO_OP_SBATCH;
+	op.client = l->client;
+	op.seq = s->seq = ++l->seq;
 	op.count = s->count;
 	op.batch = (proto_bytes_t){s->buf + 5, (uint32_t)(proto_wbuf_len(&s->w) - 5)};
+	s->op = op;
+	s->retry_deadline = 0;
+	if (s->count && s->tags[s->count - 1] <= l->o.skip_through) {
+		s->count = 0; /* acknowledged in the run being resumed: numbered, not sent */
+		return 0;
+	}
 	rc = kvc_send(l->k->c, &s->req, &op, KVC_F_IDEMPOTENT, load_cb);
 	if (rc) {
+		if (!l->st.first_unacked || s->tags[0] < l->st.first_unacked)
+			l->st.first_unacked = s->tags[0];
 		if (!l->st.err) {
 			l->st.err = l->st.failed_status = rc;
 			l->st.failed_tag = s->tags[0];
@@ -597,6 +688,7 @@ int kvc_loader_put(kvc_loader_t *l, const void *key, size_t klen, const void *va
 			return rc;
 	}
 	l->cur->tags[l->cur->count++] = tag;
+	l->last_tag = tag;
 	if (l->cur->count >= l->o.batch_ops) {
 		lslot_t *full = l->cur;
 		l->cur = NULL;
@@ -605,9 +697,28 @@ int kvc_loader_put(kvc_loader_t *l, const void *key, size_t klen, const void *va
 	return 0;
 }
 
+/* The lowest tag not yet known acknowledged: in flight, being filled, or failed. */
+static void fill_marks(const kvc_loader_t *l, kvc_load_stats_t *st)
+{
+	uint64_t low = l->st.first_unacked;
+
+	for (uint32_t i = 0; i < l->o.window; i++) {
+		const lslot_t *s = &l->slots[i];
+		if ((s->busy || s == l->cur) && s->count && (!low || s->tags[0] < low))
+			low = s->tags[0];
+	}
+	st->acked_through = low ? low - 1 : l->last_tag;
+}
+
+uint64_t kvc_loader_client(const kvc_loader_t *l)
+{
+	return l->client;
+}
+
 void kvc_loader_stats(const kvc_loader_t *l, kvc_load_stats_t *st)
 {
 	*st = l->st;
+	fill_marks(l, st);
 }
 
 int kvc_loader_finish(kvc_loader_t *l, kvc_load_stats_t *st)
@@ -616,11 +727,20 @@ int kvc_loader_finish(kvc_loader_t *l, kvc_load_stats_t *st)
 
 	if (l->cur && l->cur->count && !l->st.err)
 		slot_send(l, l->cur);
+	else if (l->cur && l->cur->count && (!l->st.first_unacked ||
+					     l->cur->tags[0] < l->st.first_unacked))
+		l->st.first_unacked = l->cur->tags[0]; /* stopped: never sent */
+	if (l->cur)
+		l->cur->count = 0;
 	l->cur = NULL;
 	while (l->busy)
 		uv_run(&l->k->loop, UV_RUN_ONCE);
-	if (st)
+	uv_close((uv_handle_t *)&l->retry, NULL);
+	uv_run(&l->k->loop, UV_RUN_NOWAIT);
+	if (st) {
 		*st = l->st;
+		fill_marks(l, st);
+	}
 	err = l->st.err;
 	for (uint32_t i = 0; i < l->o.window; i++) {
 		free(l->slots[i].buf);

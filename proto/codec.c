@@ -353,14 +353,17 @@ static unsigned op_fields(unsigned op)
 	case PROTO_OP_BUCKET_LIST: return F_AFTER | F_LIMIT;
 	case PROTO_OP_STATUS:      return 0;
 	case PROTO_OP_HASH:        return 0;
+	case PROTO_OP_WATCH:       return F_BUCKET | F_KEY | F_REV | F_LIMIT;
+	case PROTO_OP_SCAN:        return F_BUCKET | F_KEY | F_AFTER | F_LIMIT;
+	case PROTO_OP_SNAPSHOT:    return F_REV | F_AFTER | F_LIMIT;
 	default:                   return 0;
 	}
 }
 
 static bool op_known(unsigned op)
 {
-	return (op >= PROTO_OP_BUCKET_ADD && op <= PROTO_OP_BATCH) ||
-	       (op >= PROTO_OP_GET && op <= PROTO_OP_HASH);
+	return (op >= PROTO_OP_BUCKET_ADD && op <= PROTO_OP_SBATCH) ||
+	       (op >= PROTO_OP_GET && op <= PROTO_OP_SNAPSHOT);
 }
 
 static void cfg_put(proto_wbuf_t *w, const proto_bucket_cfg_t *cfg)
@@ -416,7 +419,11 @@ static int op_get(proto_cur_t *c, proto_op_t *op)
 		return c->err;
 	if (!op_known(op->op))
 		return c->err = PROTO_EBADTYPE;
-	if (op->op == PROTO_OP_BATCH) {
+	if (proto_op_is_batch(op->op)) {
+		if (op->op == PROTO_OP_SBATCH) {
+			op->client = proto_get_u64(c);
+			op->seq = proto_get_u64(c);
+		}
 		op->count = proto_get_u32(c);
 		if (c->err)
 			return c->err;
@@ -458,11 +465,15 @@ int proto_op_encode(proto_wbuf_t *w, const proto_op_t *op)
 		return w->err;
 	if (!op_known(op->op))
 		return w->err = PROTO_EBADTYPE;
-	if (op->op == PROTO_OP_BATCH) {
+	if (proto_op_is_batch(op->op)) {
 		/* Re-emit an already-built batch (e.g. a decoded one) verbatim. */
 		if (op->count == 0 || op->count > PROTO_MAX_BATCH)
 			return w->err = op->count ? PROTO_ETOOBIG : PROTO_EBADMSG;
-		proto_put_u8(w, PROTO_OP_BATCH);
+		proto_put_u8(w, op->op);
+		if (op->op == PROTO_OP_SBATCH) {
+			proto_put_u64(w, op->client);
+			proto_put_u64(w, op->seq);
+		}
 		proto_put_u32(w, op->count);
 		if (op->batch.len) {
 			uint8_t *d = w_take(w, op->batch.len);
@@ -500,7 +511,7 @@ int proto_batch_add(proto_batch_writer_t *b, const proto_op_t *op)
 
 	if (w->err)
 		return w->err;
-	if (!proto_op_is_write(op->op) || op->op == PROTO_OP_BATCH)
+	if (!proto_op_is_write(op->op) || proto_op_is_batch(op->op))
 		return PROTO_EBADTYPE; /* not sticky: the batch so far is still good */
 	if (b->count >= PROTO_MAX_BATCH)
 		return PROTO_ETOOBIG;
@@ -540,7 +551,7 @@ int proto_batch_next(proto_batch_iter_t *it, proto_op_t *op)
 	rc = op_get(&it->cur, op);
 	if (rc)
 		return rc;
-	if (!proto_op_is_write(op->op) || op->op == PROTO_OP_BATCH)
+	if (!proto_op_is_write(op->op) || proto_op_is_batch(op->op))
 		return it->cur.err = PROTO_EBADMSG;
 	it->left--;
 	return 1;
@@ -595,7 +606,7 @@ int proto_entry_decode(const uint8_t *p, size_t len, proto_entry_t *e)
 int proto_write_resp_encode(proto_wbuf_t *w, uint8_t op, const proto_write_resp_t *r)
 {
 	proto_put_u64(w, r->rev);
-	if (op == PROTO_OP_BATCH)
+	if (proto_op_is_batch(op))
 		proto_put_u32(w, r->count);
 	return w->err;
 }
@@ -606,7 +617,7 @@ int proto_write_resp_decode(const uint8_t *p, size_t len, uint8_t op, proto_writ
 
 	proto_cur_init(&c, p, len);
 	r->rev = proto_get_u64(&c);
-	r->count = op == PROTO_OP_BATCH ? proto_get_u32(&c) : 1;
+	r->count = proto_op_is_batch(op) ? proto_get_u32(&c) : 1;
 	return cur_done(&c);
 }
 
@@ -785,6 +796,7 @@ static int list_item(proto_list_reader_t *l, proto_bytes_t *key, proto_rec_t *re
 		*key = proto_get_bytes(&l->cur, 2, PROTO_MAX_KEY);
 		return l->cur.err;
 	case PROTO_OP_HISTORY:
+	case PROTO_OP_SCAN:
 		return proto_rec_get(&l->cur, rec);
 	case PROTO_OP_BUCKET_LIST:
 		return proto_bucket_info_get(&l->cur, b);
@@ -804,7 +816,8 @@ int proto_list_reader_init(proto_list_reader_t *l, const uint8_t *p, size_t len,
 	int rc;
 
 	memset(l, 0, sizeof *l);
-	if (op != PROTO_OP_KEYS && op != PROTO_OP_HISTORY && op != PROTO_OP_BUCKET_LIST)
+	if (op != PROTO_OP_KEYS && op != PROTO_OP_HISTORY && op != PROTO_OP_BUCKET_LIST &&
+	    op != PROTO_OP_SCAN)
 		return PROTO_EBADTYPE;
 	if (len < 5)
 		return PROTO_EBADMSG;
@@ -839,7 +852,7 @@ static int list_next(proto_list_reader_t *l, uint8_t op, proto_bytes_t *key, pro
 
 	if (l->cur.err)
 		return l->cur.err;
-	if (l->op != op)
+	if (l->op != op && !(op == PROTO_OP_HISTORY && l->op == PROTO_OP_SCAN))
 		return PROTO_EBADMSG;
 	if (l->left == 0)
 		return 0;
@@ -863,4 +876,50 @@ int proto_list_next_rec(proto_list_reader_t *l, proto_rec_t *r)
 int proto_list_next_bucket(proto_list_reader_t *l, proto_bucket_info_t *b)
 {
 	return list_next(l, PROTO_OP_BUCKET_LIST, NULL, NULL, b);
+}
+
+/* ---- WATCH and SNAPSHOT answers --------------------------------------------------------- */
+
+int proto_watch_resp_decode(const uint8_t *p, size_t len, uint64_t *next_rev,
+			    proto_list_reader_t *l)
+{
+	proto_cur_t c;
+
+	proto_cur_init(&c, p, len);
+	*next_rev = proto_get_u64(&c);
+	if (c.err)
+		return PROTO_EBADMSG;
+	return proto_list_reader_init(l, c.p, (size_t)(c.end - c.p), PROTO_OP_HISTORY);
+}
+
+int proto_snap_resp_encode(proto_wbuf_t *w, const proto_snap_resp_t *r)
+{
+	if (r->session.len > PROTO_MAX_SESSION)
+		return w->err = PROTO_ETOOBIG;
+	proto_put_bytes(w, 1, r->session.p, r->session.len);
+	proto_put_u64(w, r->size);
+	proto_put_u64(w, r->applied);
+	proto_put_u64(w, r->revision);
+	proto_put_u64(w, r->records);
+	proto_put_bytes(w, 4, r->chunk.p, r->chunk.len);
+	return w->err;
+}
+
+int proto_snap_resp_decode(const uint8_t *p, size_t len, proto_snap_resp_t *r)
+{
+	proto_cur_t c;
+
+	memset(r, 0, sizeof *r);
+	proto_cur_init(&c, p, len);
+	r->session = proto_get_bytes(&c, 1, PROTO_MAX_SESSION);
+	r->size = proto_get_u64(&c);
+	r->applied = proto_get_u64(&c);
+	r->revision = proto_get_u64(&c);
+	r->records = proto_get_u64(&c);
+	r->chunk = proto_get_bytes(&c, 4, PROTO_DEFAULT_MAX_FRAME);
+	if (c.err)
+		return c.err;
+	if (c.p != c.end || r->chunk.len > r->size)
+		return PROTO_EBADMSG;
+	return 0;
 }

@@ -85,6 +85,7 @@ const char *proto_op_name(unsigned op)
 	case PROTO_OP_DELETE:      return "DELETE";
 	case PROTO_OP_PURGE:       return "PURGE";
 	case PROTO_OP_BATCH:       return "BATCH";
+	case PROTO_OP_SBATCH:      return "SBATCH";
 	case PROTO_OP_GET:         return "GET";
 	case PROTO_OP_KEYS:        return "KEYS";
 	case PROTO_OP_HISTORY:     return "HISTORY";
@@ -92,6 +93,9 @@ const char *proto_op_name(unsigned op)
 	case PROTO_OP_BUCKET_LIST: return "BUCKET_LIST";
 	case PROTO_OP_STATUS:      return "STATUS";
 	case PROTO_OP_HASH:        return "HASH";
+	case PROTO_OP_WATCH:       return "WATCH";
+	case PROTO_OP_SCAN:        return "SCAN";
+	case PROTO_OP_SNAPSHOT:    return "SNAPSHOT";
 	default:                   return "?";
 	}
 }

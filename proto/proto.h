@@ -209,6 +209,8 @@ enum proto_opcode {
 	PROTO_OP_DELETE      = 6,  /* bucket, key, rev (0 = any): tombstone, watchers see it */
 	PROTO_OP_PURGE       = 7,  /* bucket, key, rev (0 = any): tombstone, drops history */
 	PROTO_OP_BATCH       = 8,  /* u32 count, then count write ops (no nested batch) */
+	PROTO_OP_SBATCH      = 9,  /* u64 client, u64 seq, then as BATCH: a batch applied at
+	                            * most once per (client, seq), like Raft client sessions */
 	/* reads: served from the store, no log entry */
 	PROTO_OP_GET         = 32, /* bucket, key, rev (0 = latest; else the value at rev) */
 	PROTO_OP_KEYS        = 33, /* bucket, key = prefix (may be empty), after (bytes), limit */
@@ -217,9 +219,16 @@ enum proto_opcode {
 	PROTO_OP_BUCKET_LIST = 36, /* limit, after = bucket name to start after */
 	PROTO_OP_STATUS      = 37, /* nothing */
 	PROTO_OP_HASH        = 38, /* nothing: the member's content checksum (a full scan) */
+	PROTO_OP_WATCH       = 39, /* bucket, key = prefix, rev = from (0 = the next), limit:
+	                            * changes in revision order; waits briefly for one */
+	PROTO_OP_SCAN        = 40, /* bucket, key = prefix, after, limit: live records, key order */
+	PROTO_OP_SNAPSHOT    = 41, /* rev = offset, after = session ("" = a new one), limit =
+	                            * chunk bytes: the store's snapshot stream, in chunks */
 };
 
-static inline bool proto_op_is_write(unsigned op) { return op >= 1 && op <= 8; }
+static inline bool proto_op_is_write(unsigned op) { return op >= 1 && op <= 9; }
+/* BATCH or SBATCH: ops that carry other ops (count, batch) */
+static inline bool proto_op_is_batch(unsigned op) { return op == 8 || op == 9; }
 
 typedef struct proto_bucket_cfg {  /* u32 history, u32 max_value, u64 max_age_ms, bytes(u8) content_type */
 	uint32_t history;          /* 1..64 revisions kept per key; default 1 */
@@ -248,6 +257,7 @@ typedef struct proto_op {
 	uint32_t limit;            /* KEYS / HISTORY / BUCKET_LIST: max items; 0 = server default */
 	uint32_t count;            /* BATCH: number of ops */
 	proto_bytes_t batch;       /* BATCH: the encoded ops */
+	uint64_t client, seq;      /* SBATCH: the session (client id, its batch number) */
 } proto_op_t;
 
 /*
@@ -404,8 +414,25 @@ int proto_status_decode(const uint8_t *p, size_t len, proto_status_t *s);
 int proto_hash_encode(proto_wbuf_t *w, const proto_hash_t *h);
 int proto_hash_decode(const uint8_t *p, size_t len, proto_hash_t *h);
 
+
 /*
- * Lists (KEYS, HISTORY, BUCKET_LIST): the writer reserves the count, the caller appends items
+ * SNAPSHOT: bytes(u8) session, u64 size, u64 applied, u64 revision, u64 records,
+ * bytes(u32) chunk. The server writes its snapshot stream (one read transaction: the
+ * consistent, checksummed stream of core/kv_snapshot.c) once per session and serves it
+ * by offset; size is the whole stream's length, chunk the bytes at the request's offset
+ * (empty at the end). Chunk views the payload.
+ */
+#define PROTO_MAX_SESSION 64
+typedef struct proto_snap_resp {
+	proto_bytes_t session;
+	uint64_t size, applied, revision, records;
+	proto_bytes_t chunk;
+} proto_snap_resp_t;
+int proto_snap_resp_encode(proto_wbuf_t *w, const proto_snap_resp_t *r);
+int proto_snap_resp_decode(const uint8_t *p, size_t len, proto_snap_resp_t *r);
+
+/*
+ * Lists (KEYS, HISTORY, BUCKET_LIST, SCAN: records like HISTORY): the writer reserves the count, the caller appends items
  * with the matching encoder (proto_put_bytes(w, 2, key) for KEYS), then finishes with `more`.
  * The reader validates the count against the bytes present, then yields items one by one.
  */
@@ -435,5 +462,14 @@ int proto_list_reader_init(proto_list_reader_t *l, const uint8_t *p, size_t len,
 int proto_list_next_key(proto_list_reader_t *l, proto_bytes_t *key);
 int proto_list_next_rec(proto_list_reader_t *l, proto_rec_t *r);
 int proto_list_next_bucket(proto_list_reader_t *l, proto_bucket_info_t *b);
+
+/*
+ * WATCH: u64 next_rev, then a list of records (as HISTORY's): the changes (puts, deletes,
+ * purges) with revision >= the request's, in revision order; ask again from next_rev, which
+ * is past every revision the server looked at (matching or not). more = 1: ask at once.
+ * The reader checks the u64 and inits l over the rest (proto_list_next_rec reads it).
+ */
+int proto_watch_resp_decode(const uint8_t *p, size_t len, uint64_t *next_rev,
+			    proto_list_reader_t *l);
 
 #endif

@@ -1043,3 +1043,126 @@ Test(kv_store, a_corrupt_record_stops_writes_to_it_snapshots_and_checksums)
 	cr_expect_eq(kv_checksum(s, &m, &h), KV_ECORRUPT, "no checksum of a corrupt store");
 	cr_expect_geq(kv_corrupt_count(s), 2);
 }
+
+/* ---- sessions: SBATCH applies each (client, seq) once ------------------------------------ */
+
+static uint64_t sb_time = 5000;  /* leader time of the next SBATCH entry */
+
+static size_t sbatch_of(uint8_t *buf, size_t cap, const proto_op_t *ops, int n, uint64_t client,
+			uint64_t seq)
+{
+	static uint8_t tmp[1 << 16];
+	proto_wbuf_t w;
+	proto_batch_writer_t bw;
+	proto_op_t op;
+
+	proto_wbuf_init(&w, tmp, sizeof tmp);
+	proto_batch_begin(&bw, &w);
+	for (int i = 0; i < n; i++)
+		cr_assert_eq(proto_batch_add(&bw, &ops[i]), 0);
+	proto_batch_finish(&bw);
+	cr_assert_eq(proto_op_decode(tmp, proto_wbuf_len(&w), &op), 0);
+	op.op = PROTO_OP_SBATCH;
+	op.client = client;
+	op.seq = seq;
+	return su_entry(buf, cap, sb_time, &op);
+}
+
+/* apply SBATCH (client, seq) of two puts; returns res */
+static kv_result_t sput(uint64_t client, uint64_t seq, const char *k1, const char *k2)
+{
+	proto_op_t ops[2] = {
+		{.op = PROTO_OP_PUT, .bucket = su_b("b"), .key = su_b(k1), .value = su_b("v")},
+		{.op = PROTO_OP_PUT, .bucket = su_b("b"), .key = su_b(k2), .value = su_b("w")},
+	};
+	uint8_t buf[4096];
+	kv_result_t res;
+
+	cr_assert_eq(apply_buf(buf, sbatch_of(buf, sizeof buf, ops, 2, client, seq), &res), 0);
+	return res;
+}
+
+Test(kv_store, sbatch_resent_is_applied_once_and_answered_as_done)
+{
+	kv_result_t r = sput(7, 1, "a", "b");
+	cr_assert_eq(r.status, 0);
+	cr_assert_eq(r.rev, 2);
+	cr_assert_eq(r.count, 2);
+	uint64_t rev = kv_revision(s);
+	r = sput(7, 1, "a", "b"); /* the resend after a lost answer */
+	cr_assert_eq(r.status, 0);
+	cr_assert_eq(r.rev, 0, "a duplicate takes no revision");
+	cr_assert_eq(r.count, 2);
+	cr_assert_eq(kv_revision(s), rev, "nothing applied twice");
+	r = sput(8, 1, "a", "b"); /* another client's batch 1 is its own */
+	cr_assert_eq(r.rev, rev + 1);
+}
+
+Test(kv_store, sbatch_out_of_order_within_the_window_and_old_numbers)
+{
+	cr_assert_eq(sput(7, 1, "a", "b").rev, 2);
+	cr_assert_eq(sput(7, 3, "c", "d").rev, 4, "3 before 2 (a failover reordered them)");
+	cr_assert_eq(sput(7, 2, "e", "f").rev, 6, "2 was never applied: it is now");
+	cr_assert_eq(sput(7, 2, "e", "f").rev, 0, "and only once");
+	cr_assert_eq(sput(7, 3, "c", "d").rev, 0);
+	cr_assert_eq(sput(7, 300, "g", "h").rev, 8);
+	cr_assert_eq(sput(7, 4, "x", "y").rev, 0, "further than the window below: applied");
+	cr_assert_eq(sput(7, 299, "i", "j").rev, 10, "within the window, not applied yet");
+	cr_assert_eq(kv_revision(s), 11);
+	cr_assert_eq(sput(0, 0, "k", "l").rev, 12, "seq 0: no session, a plain batch");
+	cr_assert_eq(sput(0, 0, "k", "l").rev, 14);
+}
+
+Test(kv_store, sbatch_failing_a_rule_is_not_recorded)
+{
+	proto_op_t ops[1] = {{.op = PROTO_OP_PUT, .bucket = su_b("nosuch"), .key = su_b("a"),
+			      .value = su_b("v")}};
+	uint8_t buf[4096];
+	kv_result_t res;
+
+	cr_assert_eq(apply_buf(buf, sbatch_of(buf, sizeof buf, ops, 1, 9, 1), &res), 0);
+	cr_assert_eq(res.status, KV_EBATCH);
+	cr_assert_eq(apply_buf(buf, sbatch_of(buf, sizeof buf, ops, 1, 9, 1), &res), 0);
+	cr_assert_eq(res.status, KV_EBATCH, "a resend fails again, never 'already applied'");
+}
+
+Test(kv_store, sessions_travel_in_snapshots)
+{
+	kv_snap_meta_t m;
+	size_t len;
+	kv_store_t *s2;
+	char *d2 = su_tmpdir();
+	kv_result_t r = sput(7, 1, "a", "b");
+
+	cr_assert_eq(r.rev, 2);
+	uint8_t *snap = su_snapshot(s, &len, &m);
+	su_rmdir(d2);
+	cr_assert_eq(su_install(d2, snap, len, &m), 0);
+	free(snap);
+	cr_assert_eq(kv_open(&s2, d2, NULL), 0);
+	/* the installed copy knows batch 1 of client 7: a resend to it is a duplicate too */
+	kv_store_t *keep = s;
+	s = s2;
+	cr_assert_eq(sput(7, 1, "a", "b").rev, 0);
+	cr_assert_eq(sput(7, 2, "c", "d").rev, 4);
+	s = keep;
+	kv_close(s2);
+	su_rmdir(d2);
+	free(d2);
+}
+
+Test(kv_store, sessions_unused_for_a_week_are_swept_when_new_ones_start)
+{
+	const uint64_t day = 24 * 3600 * 1000ull;
+
+	sb_time = 5000;
+	cr_assert_eq(sput(10, 1, "a", "b").rev, 2);
+	cr_assert_eq(sput(20, 1, "c", "d").rev, 4);
+	sb_time = 5000 + 6 * day;
+	cr_assert_eq(sput(20, 2, "e", "f").rev, 6, "client 20 used again");
+	sb_time = 5000 + 8 * day;
+	cr_assert_eq(sput(5, 1, "g", "h").rev, 8, "a new session sweeps the ones after it");
+	cr_assert_eq(sput(20, 2, "e", "f").rev, 0, "client 20 was used 2 days ago: kept");
+	cr_assert_eq(sput(10, 1, "a", "b").rev, 10, "client 10, unused 8 days: forgotten");
+	sb_time = 5000;
+}

@@ -69,7 +69,7 @@ head -n 1000 "$TMP/keys.tsv" >"$TMP/small.tsv"
 expect_rc "load 1000 keys"                 0 "loaded 1000 keys" "$CLI" load users "$TMP/small.tsv"
 
 "$CLI" bucket add bulk >/dev/null 2>&1
-spawn load "$CLI" load bulk "$TMP/keys.tsv"
+spawn load "$CLI" load bulk "$TMP/keys.tsv" --retry 0 # no member to fail over to
 LPID=$SPAWNED
 # Kill once the store has taken a good part of the load (revision grows as batches apply).
 for _ in $(seq 1 200); do

@@ -239,7 +239,8 @@ static void handle_req(fconn_t *c, uint64_t id, const uint8_t *p, uint32_t len)
 		}
 		proto_put_u64(&w, write_apply(f, &op));
 		break;
-	case PROTO_OP_BATCH: {
+	case PROTO_OP_BATCH:
+	case PROTO_OP_SBATCH: { /* no sessions here: a resent SBATCH applies again */
 		proto_batch_iter_t it;
 		proto_op_t in;
 		uint32_t i = 0;

@@ -108,6 +108,26 @@ size_t samples_build(sample_t *out, size_t max)
 		memset(&op, 0, sizeof op);
 		op.op = PROTO_OP_STATUS;
 		add_op(out, &n, max, "op_status", &op);
+		memset(&op, 0, sizeof op);
+		op.op = PROTO_OP_WATCH;
+		op.bucket = B("cards");
+		op.key = B("user.");
+		op.rev = 1234;
+		op.limit = 1000;
+		add_op(out, &n, max, "op_watch", &op);
+		memset(&op, 0, sizeof op);
+		op.op = PROTO_OP_SCAN;
+		op.bucket = B("cards");
+		op.key = B("user.");
+		op.after = B("user.41");
+		op.limit = 10000;
+		add_op(out, &n, max, "op_scan", &op);
+		memset(&op, 0, sizeof op);
+		op.op = PROTO_OP_SNAPSHOT;
+		op.rev = 4194304;
+		op.after = B("0123456789abcdef0123456789abcdef");
+		op.limit = 4194304;
+		add_op(out, &n, max, "op_snapshot", &op);
 	}
 	/* a batch of three writes */
 	size_t batch_at = n;
@@ -130,6 +150,19 @@ size_t samples_build(sample_t *out, size_t max)
 		op.rev = 5;
 		proto_batch_add(&b, &op);
 		proto_batch_finish(&b);
+		s->len = proto_wbuf_len(&w);
+	}
+	/* the same batch in a session (client 7, batch 42) */
+	if (batch_at < n && (s = add(out, &n, max, "op_sbatch", SK_OP))) {
+		proto_op_t op;
+		const sample_t *b = &out[batch_at];
+		if (proto_op_decode(b->buf, b->len, &op) != 0)
+			return 0; /* the batch sample did not build: the tests say so */
+		op.op = PROTO_OP_SBATCH;
+		op.client = 7;
+		op.seq = 42;
+		proto_wbuf_init(&w, s->buf, sizeof s->buf);
+		proto_op_encode(&w, &op);
 		s->len = proto_wbuf_len(&w);
 	}
 	if ((s = add(out, &n, max, "entry_put", SK_ENTRY))) {
@@ -214,6 +247,35 @@ size_t samples_build(sample_t *out, size_t max)
 		proto_list_finish(&l, false);
 		s->len = proto_wbuf_len(&w);
 	}
+	if ((s = add(out, &n, max, "resp_watch", SK_WATCH_RESP))) {
+		proto_list_writer_t l;
+		proto_rec_t del = {B("user.42"), {NULL, 0}, 45, 0, 1700000000001ull, PROTO_REC_DEL};
+		proto_wbuf_init(&w, s->buf, sizeof s->buf);
+		proto_put_u64(&w, 46);
+		proto_list_begin(&l, &w);
+		proto_rec_encode(&w, &rec);
+		proto_list_item_done(&l);
+		proto_rec_encode(&w, &del);
+		proto_list_item_done(&l);
+		proto_list_finish(&l, true);
+		s->len = proto_wbuf_len(&w);
+	}
+	if ((s = add(out, &n, max, "resp_scan", SK_LIST_SCAN))) {
+		proto_list_writer_t l;
+		proto_wbuf_init(&w, s->buf, sizeof s->buf);
+		proto_list_begin(&l, &w);
+		proto_rec_encode(&w, &rec);
+		proto_list_item_done(&l);
+		proto_list_finish(&l, false);
+		s->len = proto_wbuf_len(&w);
+	}
+	if ((s = add(out, &n, max, "resp_snapshot", SK_SNAP_RESP))) {
+		proto_snap_resp_t r = {B("0123456789abcdef0123456789abcdef"), 1000, 120, 100, 5000,
+				       B("GKSNAPSHOT-chunk-bytes")};
+		proto_wbuf_init(&w, s->buf, sizeof s->buf);
+		proto_snap_resp_encode(&w, &r);
+		s->len = proto_wbuf_len(&w);
+	}
 	if ((s = add(out, &n, max, "resp_buckets", SK_LIST_BUCKETS))) {
 		proto_list_writer_t l;
 		proto_wbuf_init(&w, s->buf, sizeof s->buf);
@@ -255,6 +317,22 @@ static int check_op(const proto_op_t *op, proto_wbuf_t *w)
 {
 	if (op->op == PROTO_OP_BATCH)
 		return check_batch(op, w);
+	if (op->op == PROTO_OP_SBATCH) {
+		/* the session header, then the inner ops rebuilt one by one as for BATCH */
+		uint8_t tmp[8192];
+		proto_wbuf_t t;
+		proto_op_t in;
+		int rc;
+		proto_wbuf_init(&t, tmp, sizeof tmp);
+		if ((rc = check_batch(op, &t)) != 0)
+			return rc;
+		if ((rc = proto_op_decode(tmp, proto_wbuf_len(&t), &in)) != 0)
+			return rc;
+		in.op = PROTO_OP_SBATCH;
+		in.client = op->client;
+		in.seq = op->seq;
+		return proto_op_encode(w, &in);
+	}
 	return proto_op_encode(w, op);
 }
 
@@ -262,7 +340,8 @@ static int check_list(enum sample_kind kind, const uint8_t *p, size_t len, proto
 {
 	static const uint8_t ops[] = {[SK_LIST_KEYS] = PROTO_OP_KEYS,
 				      [SK_LIST_HISTORY] = PROTO_OP_HISTORY,
-				      [SK_LIST_BUCKETS] = PROTO_OP_BUCKET_LIST};
+				      [SK_LIST_BUCKETS] = PROTO_OP_BUCKET_LIST,
+				      [SK_LIST_SCAN] = PROTO_OP_SCAN};
 	proto_list_reader_t r;
 	proto_list_writer_t l;
 	int rc;
@@ -278,7 +357,7 @@ static int check_list(enum sample_kind kind, const uint8_t *p, size_t len, proto
 			rc = proto_list_next_key(&r, &k);
 			if (rc == 1)
 				proto_put_bytes(w, 2, k.p, k.len);
-		} else if (kind == SK_LIST_HISTORY) {
+		} else if (kind == SK_LIST_HISTORY || kind == SK_LIST_SCAN) {
 			rc = proto_list_next_rec(&r, &rec);
 			if (rc == 1)
 				proto_rec_encode(w, &rec);
@@ -373,8 +452,34 @@ int sample_check(enum sample_kind kind, const uint8_t *p, size_t len, uint8_t *r
 	case SK_LIST_KEYS:
 	case SK_LIST_HISTORY:
 	case SK_LIST_BUCKETS:
+	case SK_LIST_SCAN:
 		rc = check_list(kind, p, len, &w);
 		break;
+	case SK_WATCH_RESP: {
+		proto_list_reader_t r;
+		proto_list_writer_t l;
+		proto_rec_t rec;
+		uint64_t next;
+		if ((rc = proto_watch_resp_decode(p, len, &next, &r)) != 0)
+			break;
+		proto_put_u64(&w, next);
+		proto_list_begin(&l, &w);
+		while ((rc = proto_list_next_rec(&r, &rec)) == 1) {
+			proto_rec_encode(&w, &rec);
+			proto_list_item_done(&l);
+		}
+		if (rc == 0) {
+			proto_list_finish(&l, r.more);
+			rc = w.err;
+		}
+		break;
+	}
+	case SK_SNAP_RESP: {
+		proto_snap_resp_t r;
+		if ((rc = proto_snap_resp_decode(p, len, &r)) == 0)
+			rc = proto_snap_resp_encode(&w, &r);
+		break;
+	}
 	default:
 		rc = PROTO_EBADTYPE;
 	}

@@ -373,7 +373,7 @@ Test(proto_codec, batch_with_read_op_or_nested_batch_or_zero_count_is_refused)
 
 Test(proto_codec, unknown_op_is_ebadtype)
 {
-	uint8_t buf[] = {0, 9, 10, 31, 39, 255};
+	uint8_t buf[] = {0, 10, 11, 31, 42, 255};
 	proto_op_t out;
 	for (size_t i = 0; i < sizeof buf; i++)
 		cr_assert_eq(proto_op_decode(&buf[i], 1, &out), PROTO_EBADTYPE, "op %u", buf[i]);
