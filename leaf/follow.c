@@ -184,6 +184,13 @@ static void fs_closed(proto_fs_t *s, int err)
 	leaf_publish(l);
 	if (l->stopping)
 		return;
+	if (err == PROTO_ETOOBIG || (err == PROTO_EBADMSG && !l->resyncing)) {
+		/* The stream's framing broke (a header the decoder refused): as bad as a frame
+		 * that failed its seal, and counted the same way. */
+		l->st.resyncs++;
+		l->st.resync_decode++;
+	}
+	l->resyncing = false;
 	GK_WARN("leaf", "feed connection lost", "source=%s err=%s applied=%" PRIu64,
 		l->src[l->cur].addr, geokv_errname(err), l->pos_index);
 	l->src[l->cur].failures++;
@@ -204,6 +211,7 @@ static void resync(leaf_t *l, uint64_t *reason, const char *why, uint64_t at)
 {
 	l->st.resyncs++;
 	(*reason)++;
+	l->resyncing = true;
 	GK_WARN("leaf", "feed refused, reconnecting from our position", "source=%s why=\"%s\" at=%"
 		PRIu64 " applied=%" PRIu64, l->src[l->cur].addr, why, at, l->pos_index);
 	drop(l, PROTO_EBADMSG);
@@ -548,6 +556,10 @@ static void on_frame(proto_fs_t *s, const proto_hdr_t *h, const uint8_t *pl)
 		return;
 	l->contact_ms = now_ms();
 	l->st.bytes_in += PROTO_HDR_LEN + h->len;
+	if (h->flags != 0 || h->id != 0) {
+		resync(l, &l->st.resync_decode, "frame header with flags or id set", h->type);
+		return;
+	}
 	if (h->type == PROTO_T_ERROR) {
 		proto_error_t e;
 		if (proto_error_decode(pl, h->len, &e) == 0)
@@ -712,7 +724,7 @@ int leaf_follow_start(leaf_t *l)
 	l->rng = (uint64_t)uv_hrtime() ^ ((uint64_t)getpid() << 32) ^ l->cfg->node_id;
 	if (l->rng == 0)
 		l->rng = 1;
-	l->cur = (uint32_t)(rnd(l) % l->nsrc); /* leaves spread over the sources */
+	l->cur = 0; /* the list is the order of preference, as in the client library */
 	uv_timer_init(l->loop, &l->retry);
 	uv_timer_init(l->loop, &l->tick);
 	uv_timer_init(l->loop, &l->sync_timer);

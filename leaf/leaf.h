@@ -135,6 +135,7 @@ typedef struct leaf {
 	uv_timer_t retry, tick, sync_timer;
 	uint64_t last_ack_ms;
 	int last_err;
+	bool resyncing;            /* resync() closed it: already counted */
 
 	/* snapshot being received */
 	int snap_fd;

@@ -30,8 +30,30 @@ static int finish_decode(const proto_cur_t *c)
 	return c->p == c->end ? 0 : PROTO_EBADMSG;
 }
 
+/* Every payload ends with XXH64 of the bytes before it (see feed.h, "Seal"). */
+static void seal(proto_wbuf_t *w, const uint8_t *start)
+{
+	if (w->err)
+		return;
+	proto_put_u64(w, XXH64(start, (size_t)(w->p - start), PROTO_FEED_SEAL_SEED));
+}
+
+static int unseal(const uint8_t *p, size_t *len)
+{
+	uint64_t want = 0;
+
+	if (*len < 8)
+		return PROTO_EBADMSG;
+	*len -= 8;
+	for (int i = 0; i < 8; i++)
+		want |= (uint64_t)p[*len + (size_t)i] << (8 * i);
+	return XXH64(p, *len, PROTO_FEED_SEAL_SEED) == want ? 0 : PROTO_EBADMSG;
+}
+
 int proto_feed_start_encode(proto_wbuf_t *w, const proto_feed_start_t *m)
 {
+	uint8_t *at = w->p;
+
 	if (m->name.len > PROTO_FEED_MAX_NAME)
 		return PROTO_ETOOBIG;
 	proto_put_u64(w, m->from_index);
@@ -39,6 +61,7 @@ int proto_feed_start_encode(proto_wbuf_t *w, const proto_feed_start_t *m)
 	proto_put_u64(w, m->from_hash);
 	proto_put_u64(w, m->leaf_id);
 	proto_put_bytes(w, 1, m->name.p, m->name.len);
+	seal(w, at);
 	return w->err;
 }
 
@@ -46,6 +69,8 @@ int proto_feed_start_decode(const uint8_t *p, size_t len, proto_feed_start_t *m)
 {
 	proto_cur_t c;
 
+	if (unseal(p, &len) != 0)
+		return PROTO_EBADMSG;
 	proto_cur_init(&c, p, len);
 	m->from_index = proto_get_u64(&c);
 	m->from_term = proto_get_u64(&c);
@@ -57,10 +82,13 @@ int proto_feed_start_decode(const uint8_t *p, size_t len, proto_feed_start_t *m)
 
 int proto_feed_snap_encode(proto_wbuf_t *w, const proto_feed_snap_t *m)
 {
+	uint8_t *at = w->p;
+
 	proto_put_u64(w, m->index);
 	proto_put_u64(w, m->term);
 	proto_put_u64(w, m->hash);
 	proto_put_u64(w, m->size);
+	seal(w, at);
 	return w->err;
 }
 
@@ -68,6 +96,8 @@ int proto_feed_snap_decode(const uint8_t *p, size_t len, proto_feed_snap_t *m)
 {
 	proto_cur_t c;
 
+	if (unseal(p, &len) != 0)
+		return PROTO_EBADMSG;
 	proto_cur_init(&c, p, len);
 	m->index = proto_get_u64(&c);
 	m->term = proto_get_u64(&c);
@@ -78,10 +108,13 @@ int proto_feed_snap_decode(const uint8_t *p, size_t len, proto_feed_snap_t *m)
 
 int proto_feed_snap_data_encode(proto_wbuf_t *w, const proto_feed_snap_data_t *m)
 {
+	uint8_t *at = w->p;
+
 	if (m->data.len > PROTO_FEED_MAX_CHUNK)
 		return PROTO_ETOOBIG;
 	proto_put_u64(w, m->offset);
 	proto_put_bytes(w, 4, m->data.p, m->data.len);
+	seal(w, at);
 	return w->err;
 }
 
@@ -89,6 +122,8 @@ int proto_feed_snap_data_decode(const uint8_t *p, size_t len, proto_feed_snap_da
 {
 	proto_cur_t c;
 
+	if (unseal(p, &len) != 0)
+		return PROTO_EBADMSG;
 	proto_cur_init(&c, p, len);
 	m->offset = proto_get_u64(&c);
 	m->data = proto_get_bytes(&c, 4, PROTO_FEED_MAX_CHUNK);
@@ -97,9 +132,12 @@ int proto_feed_snap_data_decode(const uint8_t *p, size_t len, proto_feed_snap_da
 
 int proto_feed_hb_encode(proto_wbuf_t *w, const proto_feed_hb_t *m)
 {
+	uint8_t *at = w->p;
+
 	proto_put_u64(w, m->commit);
 	proto_put_u64(w, m->leader_time_ms);
 	proto_put_u64(w, m->term);
+	seal(w, at);
 	return w->err;
 }
 
@@ -107,6 +145,8 @@ int proto_feed_hb_decode(const uint8_t *p, size_t len, proto_feed_hb_t *m)
 {
 	proto_cur_t c;
 
+	if (unseal(p, &len) != 0)
+		return PROTO_EBADMSG;
 	proto_cur_init(&c, p, len);
 	m->commit = proto_get_u64(&c);
 	m->leader_time_ms = proto_get_u64(&c);
@@ -116,10 +156,13 @@ int proto_feed_hb_decode(const uint8_t *p, size_t len, proto_feed_hb_t *m)
 
 int proto_feed_ack_encode(proto_wbuf_t *w, const proto_feed_ack_t *m)
 {
+	uint8_t *at = w->p;
+
 	proto_put_u64(w, m->applied);
 	proto_put_u64(w, m->revision);
 	proto_put_u64(w, m->lag_ms);
 	proto_put_u64(w, m->commit);
+	seal(w, at);
 	return w->err;
 }
 
@@ -127,6 +170,8 @@ int proto_feed_ack_decode(const uint8_t *p, size_t len, proto_feed_ack_t *m)
 {
 	proto_cur_t c;
 
+	if (unseal(p, &len) != 0)
+		return PROTO_EBADMSG;
 	proto_cur_init(&c, p, len);
 	m->applied = proto_get_u64(&c);
 	m->revision = proto_get_u64(&c);
@@ -143,6 +188,7 @@ void proto_feed_entries_begin(proto_feed_entries_writer_t *b, proto_wbuf_t *w, u
 	b->w = w;
 	b->count = 0;
 	b->last_index = 0;
+	b->start = w->p;
 	proto_put_u64(w, commit);
 	proto_put_u64(w, leader_time_ms);
 	b->count_at = w->p;
@@ -160,14 +206,14 @@ int proto_feed_entries_add(proto_feed_entries_writer_t *b, const proto_feed_entr
 	    e->index == 0 || (b->count > 0 && e->index != b->last_index + 1))
 		return PROTO_EBADMSG;
 	if (b->count == PROTO_FEED_MAX_ENTRIES ||
-	    (size_t)(w->end - w->p) < PROTO_FEED_ENTRY_FIXED + (size_t)e->data.len)
+	    (size_t)(w->end - w->p) < PROTO_FEED_ENTRY_FIXED + 8 + (size_t)e->data.len)
 		return PROTO_ETOOBIG; /* not sticky: the frame stays as it was */
 	proto_put_u64(w, e->index);
 	proto_put_u64(w, e->term);
 	proto_put_u8(w, e->type);
 	proto_put_bytes(w, 4, e->data.p, e->data.len);
 	proto_put_u64(w, e->hash);
-	if (w->err) {
+	if (w->err || w->end - w->p < 8) { /* room for the seal stays */
 		w->p = at;
 		w->err = 0;
 		return PROTO_ETOOBIG;
@@ -183,6 +229,7 @@ void proto_feed_entries_finish(proto_feed_entries_writer_t *b)
 		return;
 	for (int i = 0; i < 4; i++)
 		b->count_at[i] = (uint8_t)(b->count >> (8 * i));
+	seal(b->w, b->start);
 }
 
 static int entry_get(proto_cur_t *c, proto_feed_entry_t *e)
@@ -207,6 +254,8 @@ int proto_feed_entries_init(proto_feed_entries_reader_t *r, const uint8_t *p, si
 	uint64_t last = 0;
 	int rc;
 
+	if (unseal(p, &len) != 0)
+		return PROTO_EBADMSG;
 	proto_cur_init(&c, p, len);
 	r->commit = proto_get_u64(&c);
 	r->leader_time_ms = proto_get_u64(&c);

@@ -33,7 +33,13 @@
  *       that is not the leader is assumed NTP-close to it).
  *   leaf   -> source  FEED_ACK        u64 applied, u64 revision, u64 lag_ms, u64 commit
  *       the leaf's applied position and lag, so the source can show every leaf's lag.
- * All integers little-endian; every frame id is 0.
+ * All integers little-endian; every frame id and flags are 0.
+ *
+ * Seal: every payload above is followed by u64 XXH64(payload, seed PROTO_FEED_SEAL_SEED), and
+ * every decoder refuses a payload whose seal does not match (PROTO_EBADMSG). On plain TCP a
+ * flipped byte anywhere in a frame (a commit index, a heartbeat, a snapshot chunk) is caught
+ * by the seal; a flipped header byte breaks the framing, the type or the zero id/flags and is
+ * refused too. TLS adds its own record MAC on top.
  *
  * The chain: h(i) = XXH64(le64 index | le64 term | u8 type | data, seed = h(i-1)). The leaf
  * recomputes it for every entry before applying it and refuses the stream on a mismatch, an
@@ -63,6 +69,7 @@ enum {
 #define PROTO_FEED_MAX_CHUNK   (1u << 20)   /* snapshot bytes per FEED_SNAP_DATA */
 #define PROTO_FEED_MAX_ENTRIES 65536        /* entries per FEED_ENTRIES frame */
 #define PROTO_FEED_ENTRY_FIXED 29           /* an entry's bytes besides its data */
+#define PROTO_FEED_SEAL_SEED   0x6665656473656131ull
 /* Entry types a feed carries (= kv_log_type; numbers are part of the protocol). */
 enum { PROTO_FEED_NORMAL = 0, PROTO_FEED_CONF = 1, PROTO_FEED_NOOP = 2 };
 /* The chain value at a snapshot's index: both sides derive it, nothing else is needed. */
@@ -122,8 +129,9 @@ int proto_feed_ack_decode(const uint8_t *p, size_t len, proto_feed_ack_t *m);
 /*
  * FEED_ENTRIES: writer and reader.
  * Writer: begin (commit, time), add entries (each checked: type known, data only on NORMAL;
- * PROTO_ETOOBIG when it does not fit or the frame is full, and then the frame is left as it
- * was before the call, so the caller sends it and starts the next), finish (patches n).
+ * PROTO_ETOOBIG when it does not fit with the seal or the frame is full, and then the frame
+ * is left as it was before the call, so the caller sends it and starts the next), finish
+ * (patches n, appends the seal).
  * Reader: init checks the whole frame once (n within bounds and equal to the entries present,
  * each entry well formed, indexes consecutive, no trailing bytes), so next() after a
  * successful init cannot fail. Entry data are views into p.
@@ -131,6 +139,7 @@ int proto_feed_ack_decode(const uint8_t *p, size_t len, proto_feed_ack_t *m);
 typedef struct proto_feed_entries_writer {
 	proto_wbuf_t *w;
 	uint8_t *count_at;
+	uint8_t *start;            /* the payload's first byte (for the seal) */
 	uint32_t count;
 	uint64_t last_index;
 } proto_feed_entries_writer_t;

@@ -13,6 +13,8 @@
 #include "proto/feed.h"
 #include "proto/proto.h"
 
+#include <xxhash.h>
+
 #define B(s) ((proto_bytes_t){(const uint8_t *)(s), (uint32_t)(sizeof(s) - 1)})
 
 static uint8_t *guard_base;
@@ -36,6 +38,15 @@ static const uint8_t *guarded(const uint8_t *p, size_t n)
 	uint8_t *q = guard_base + guard_size - n;
 	memcpy(q, p, n);
 	return q;
+}
+
+/* After editing a payload in place: a fresh seal, so the decoder looks past it. */
+static void reseal(uint8_t *buf, size_t len)
+{
+	uint64_t h = XXH64(buf, len - 8, PROTO_FEED_SEAL_SEED);
+
+	for (int i = 0; i < 8; i++)
+		buf[len - 8 + (size_t)i] = (uint8_t)(h >> (8 * i));
 }
 
 typedef int (*dec_fn)(const uint8_t *p, size_t len, void *m);
@@ -115,8 +126,8 @@ Test(proto_feed, fixed_frames_round_trip)
 
 	proto_wbuf_init(&w, buf, sizeof buf);
 	cr_assert_eq(proto_feed_snap_encode(&w, &s), 0);
-	cr_assert_eq(proto_wbuf_len(&w), 32);
-	check_truncations(buf, 32, d_snap, &sd);
+	cr_assert_eq(proto_wbuf_len(&w), 40);
+	check_truncations(buf, 40, d_snap, &sd);
 	cr_assert(memcmp(&s, &sd, sizeof s) == 0);
 
 	proto_wbuf_init(&w, buf, sizeof buf);
@@ -146,6 +157,7 @@ Test(proto_feed, snap_data_round_trips_and_bounds_chunk)
 	uint32_t big = PROTO_FEED_MAX_CHUNK + 1;
 	for (int i = 0; i < 4; i++)
 		buf[8 + i] = (uint8_t)(big >> (8 * i));
+	reseal(buf, len);
 	cr_assert_eq(proto_feed_snap_data_decode(guarded(buf, len), len, &d), PROTO_ETOOBIG);
 }
 
@@ -205,11 +217,13 @@ Test(proto_feed, entries_refuse_gap_dup_type_and_counts)
 		memcpy(bad, buf, len);
 		for (int i = 0; i < 8; i++)
 			bad[first + e0 + (size_t)i] = (uint8_t)(v >> (8 * i));
+		reseal(bad, len);
 		cr_assert_eq(proto_feed_entries_init(&r, guarded(bad, len), len), PROTO_EBADMSG);
 	}
 	/* Unknown type on the first entry. */
 	memcpy(bad, buf, len);
 	bad[first + 16] = 7;
+	reseal(bad, len);
 	cr_assert_eq(proto_feed_entries_init(&r, guarded(bad, len), len), PROTO_EBADMSG);
 	/* Count 0, a count the bytes cannot hold, a count over the max. */
 	uint32_t counts[3] = {0, 4, PROTO_FEED_MAX_ENTRIES + 1};
@@ -218,11 +232,13 @@ Test(proto_feed, entries_refuse_gap_dup_type_and_counts)
 		memcpy(bad, buf, len);
 		for (int i = 0; i < 4; i++)
 			bad[16 + i] = (uint8_t)(counts[k] >> (8 * i));
+		reseal(bad, len);
 		cr_assert_eq(proto_feed_entries_init(&r, guarded(bad, len), len), want[k]);
 	}
 	/* Index 0 is never an entry. */
 	memcpy(bad, buf, len);
 	memset(bad + first, 0, 8);
+	reseal(bad, len);
 	cr_assert_eq(proto_feed_entries_init(&r, guarded(bad, len), len), PROTO_EBADMSG);
 }
 
@@ -261,4 +277,19 @@ Test(proto_feed, hash_covers_every_field)
 	cr_assert_neq(h, proto_feed_hash(1, 2, 3, 2, "abc", 3));
 	cr_assert_neq(h, proto_feed_hash(1, 2, 3, 0, "abd", 3));
 	cr_assert_eq(h, proto_feed_hash(1, 2, 3, 0, "abc", 3));
+}
+
+Test(proto_feed, seal_catches_a_flipped_bit_anywhere)
+{
+	uint8_t buf[512], bad[512];
+	size_t len = make_entries(buf, sizeof buf, 7);
+	proto_feed_entries_reader_t r;
+
+	for (size_t i = 0; i < len; i++)
+		for (int bit = 0; bit < 8; bit += 3) {
+			memcpy(bad, buf, len);
+			bad[i] ^= (uint8_t)(1u << bit);
+			cr_assert_neq(proto_feed_entries_init(&r, guarded(bad, len), len), 0,
+				      "byte %zu bit %d", i, bit);
+		}
 }

@@ -1,8 +1,8 @@
 /*
  * libFuzzer target for the leaf feed decoders (proto/feed.h).
  *
- * Input: one selector byte (mod 6: START, SNAP, SNAP_DATA, ENTRIES, HB, ACK), then the
- * payload. Beyond "no crash, no over-read, no UB": whatever a decoder accepts re-encodes to
+ * Input: one selector byte (low bits mod 6: START, SNAP, SNAP_DATA, ENTRIES, HB, ACK; bit 7:
+ * append a valid seal, so the fuzzer reaches the decoders behind it), then the payload. Beyond "no crash, no over-read, no UB": whatever a decoder accepts re-encodes to
  * exactly the input (the format is canonical), FEED_ENTRIES yields exactly `count`
  * consecutive entries with views inside the input, and refusals are PROTO_EBADMSG or
  * PROTO_ETOOBIG. abort() otherwise.
@@ -15,9 +15,12 @@
 #include "proto/feed.h"
 #include "proto/proto.h"
 
+#include <xxhash.h>
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static uint8_t re[1 << 21];
+static uint8_t sealed[1 << 21];
 
 static void check(int cond)
 {
@@ -41,8 +44,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	p = data + 1;
 	len = size - 1;
+	if ((data[0] & 0x80) && len + 8 <= sizeof sealed) {
+		uint64_t h = XXH64(p, len, PROTO_FEED_SEAL_SEED);
+		memcpy(sealed, p, len);
+		for (int i = 0; i < 8; i++)
+			sealed[len + (size_t)i] = (uint8_t)(h >> (8 * i));
+		p = sealed;
+		len += 8;
+	}
 	proto_wbuf_init(&w, re, sizeof re);
-	switch (data[0] % 6) {
+	switch ((data[0] & 0x7f) % 6) {
 	case 0: {
 		proto_feed_start_t m;
 		if ((rc = proto_feed_start_decode(p, len, &m)) == 0) {
