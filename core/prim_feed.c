@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "proto/feed.h"
+#include "core/nodestat.h"
 #include "proto/log.h"
 
 /* As in core/primary.c: u8 magic, u32 origin, u64 seq before the proto_entry_t. */
@@ -169,4 +170,23 @@ void prim__feed_metrics(prim_t *p, proto_metrics_buf_t *b)
 {
 	(void)p;
 	kv_feed_metrics(g.f, b, "geokv_primary");
+}
+
+void prim__feed_status(prim_t *p, proto_status_t *st)
+{
+	static kv_feed_leaf_t lv[PROTO_MAX_LEAVES];
+	uint64_t now = kv_nodestat_now_ms();
+	size_t n = kv_feed_leaves(g.f, lv, PROTO_MAX_LEAVES);
+
+	(void)p;
+	st->nleaves = (uint8_t)n;
+	for (size_t i = 0; i < n; i++) {
+		proto_leaf_info_t *l = &st->leaves[i];
+		l->id = lv[i].id;
+		l->flags = lv[i].connected ? PROTO_LEAF_CONNECTED : 0;
+		l->applied = lv[i].applied;
+		l->lag_ms = lv[i].lag_ms;
+		l->contact_age_ms = now > lv[i].contact_ms ? now - lv[i].contact_ms : 0;
+		l->name = (proto_bytes_t){(const uint8_t *)lv[i].name, (uint32_t)strlen(lv[i].name)};
+	}
 }

@@ -16,5 +16,7 @@ void prim__feed_close(prim_t *p);
 /* Leaves for STATUS: up to cap, returns how many. */
 size_t prim__feed_leaves(prim_t *p, kv_feed_leaf_t *out, size_t cap);
 void prim__feed_metrics(prim_t *p, proto_metrics_buf_t *b);
+/* Fill st->leaves (views valid until the next call). */
+void prim__feed_status(prim_t *p, proto_status_t *st);
 
 #endif

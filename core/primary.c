@@ -1545,6 +1545,7 @@ void prim__status(prim_t *p, proto_status_t *st)
 		if (st->is_leader && raft_peer_match(&p->raft, m->id, &m->match) == 0)
 			m->flags |= PROTO_MEMBER_MATCH;
 	}
+	prim__feed_status(p, st);
 }
 
 /* ---- store sync and compaction ------------------------------------------------------- */
