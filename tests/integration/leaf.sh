@@ -1,0 +1,274 @@
+#!/usr/bin/env bash
+# Leaves end to end: three real geokv-primary processes serving the leaf feed, geokv-leaf
+# processes following them (and each other), geokv-gateway reading a leaf's state/, and
+# geokv-proxy between a leaf and its source for the stall and corruption faults.
+#
+#   leaf.sh GEOKV_PRIMARY RAWCLIENT_PY GEOKV_CLI GEOKV_LEAF GEOKV_GATEWAY GEOKV_PROXY
+#
+# "Converged" means the leaf's content checksum (geokv-leaf checksum: XXH64 of its snapshot
+# stream, applied index and revision included) equals the one every primary reports at the
+# same applied index: byte-identical content, so no entry was lost, repeated or altered.
+. "$(dirname "$0")/../lib/harness.sh"
+PRIM=$1
+RAW=$2
+CLI=$3
+LEAF=$4
+GW=$5
+PROXY=$6
+export GEOKV_CLUSTER=ltest
+# A high range of its own, checked free by binding (harness free_port).
+export GEOKV_TEST_PORTS=${GEOKV_TEST_PORTS:-45000-48999}
+
+tap_start
+for b in "$CLI" "$LEAF" "$GW" "$PROXY"; do
+	if [ ! -x "$b" ]; then skip "leaf tests" "$b is not built"; tap_end; exit 0; fi
+done
+
+declare -a CP PP FP NPID
+for i in 1 2 3; do CP[i]=$(free_port); PP[i]=$(free_port); FP[i]=$(free_port); done
+PEERS="1=127.0.0.1:${PP[1]},2=127.0.0.1:${PP[2]},3=127.0.0.1:${PP[3]}"
+ALL="127.0.0.1:${CP[1]},127.0.0.1:${CP[2]},127.0.0.1:${CP[3]}"
+addr() { echo "127.0.0.1:${CP[$1]}"; }
+feed() { echo "127.0.0.1:${FP[$1]}"; }
+
+# waits until the process logged PATTERN after byte FROM of LOG, or died
+wait_log() {
+	local log=$1 from=$2 pat=$3 pid=$4 n
+	for ((n = 0; n < 300; n++)); do
+		tail -c "+$from" "$log" 2>/dev/null | grep -q "$pat" && return 0
+		kill -0 "$pid" 2>/dev/null || return 1
+		sleep 0.05
+	done
+	return 1
+}
+logsize() { [ -e "$1" ] && echo $(($(stat -c %s "$1") + 1)) || echo 1; }
+
+start_node() {
+	local i=$1 from; shift
+	from=$(logsize "$TMP/n$i.log")
+	spawn "n$i" "$PRIM" --data "$TMP/d$i" --listen "$(addr "$i")" --node-id "$i" \
+		--cluster-id ltest --peers "$PEERS" --log-keep 10000 --sync-interval-ms 200 \
+		--feed-listen "$(feed "$i")" "$@"
+	NPID[i]=$SPAWNED
+	wait_log "$TMP/n$i.log" "$from" "INFO primary serving" "${NPID[i]}"
+}
+
+# start_leaf NAME SOURCES [ARGS...]: data in $TMP/NAME, metrics port in MP[NAME], pid in LP[NAME]
+declare -A LP MP LF
+start_leaf() {
+	local name=$1 src=$2 from; shift 2
+	[ -n "${MP[$name]:-}" ] || MP[$name]=$(free_port)
+	from=$(logsize "$TMP/$name.log")
+	spawn "$name" "$LEAF" --data "$TMP/$name" --primaries "$src" --cluster-id ltest \
+		--metrics-listen "127.0.0.1:${MP[$name]}" --name "$name" "$@"
+	LP[$name]=$SPAWNED
+	wait_log "$TMP/$name.log" "$from" "INFO leaf serving" "${LP[$name]}"
+}
+cli() { "$CLI" --timeout 10s "$@"; }
+leader() {
+	local i out
+	for i in 1 2 3; do
+		out=$(cli -s "$(addr "$i")" status 2>/dev/null) || true
+		out=$(printf '%s\n' "$out" | awk '/^  [0-9]+ .* leader / { print $1; exit }')
+		[ -n "$out" ] && { echo "$out"; return 0; }
+	done
+	return 1
+}
+has_leader() { leader >/dev/null; }
+# "APPLIED HASH" of the primaries when every member that answers agrees, else fails
+prim_sum() {
+	local out
+	out=$(cli -s "$ALL" status --checksum 2>/dev/null) || return 1
+	printf '%s\n' "$out" | grep -q "checksums: equal" || return 1
+	out=$(printf '%s\n' "$out" | awk '/^  [0-9]+ / && $NF ~ /^[0-9a-f]+$/ { print $6, $NF }' | sort -u)
+	[ "$(printf '%s\n' "$out" | wc -l)" = 1 ] || return 1
+	echo "$out"
+}
+leaf_sum() { "$LEAF" checksum "$TMP/$1/state" 2>/dev/null | sed -E 's/applied=([0-9]+) .* hash=([0-9a-f]+)/\1 \2/'; }
+leaf_converged() {
+	local p l
+	p=$(prim_sum) || return 1
+	l=$(leaf_sum "$1") || return 1
+	[ -n "$l" ] && [ "$p" = "$l" ]
+}
+metric() { curl -s "http://127.0.0.1:${MP[$1]}/metrics" | awk -v m="$2" '$1 == m { print $2; exit }'; }
+leaf_source() { curl -s "http://127.0.0.1:${MP[$1]}/healthz" | sed -E 's/.*"source":"([^"]*)".*/\1/'; }
+acked() { [ -f "$1" ] && wc -l <"$1" || echo 0; }
+acked_ge() { [ "$(acked "$1")" -ge "$2" ]; }
+# gateway NAME LEAFNAME [ARGS]: plain HTTP over the leaf's state/, port in GP[NAME]
+declare -A GP GPID
+start_gateway() {
+	local name=$1 leaf=$2 from; shift 2
+	GP[$name]=$(free_port)
+	from=$(logsize "$TMP/$name.log")
+	spawn "$name" "$GW" --plain --data "$TMP/$leaf/state" --listen "127.0.0.1:${GP[$name]}" \
+		--bucket c --workers 1 "$@"
+	GPID[$name]=$SPAWNED
+	local n
+	for ((n = 0; n < 200; n++)); do
+		curl -s -o /dev/null "http://127.0.0.1:${GP[$name]}/livez" && return 0
+		kill -0 "$SPAWNED" 2>/dev/null || return 1
+		sleep 0.05
+	done
+	return 1
+}
+health() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${GP[$1]}/healthz"; }
+healthy() { [ "$(health "$1")" = 200 ]; }
+unhealthy() { [ "$(health "$1")" = 503 ]; }
+
+# ---- the group forms, a leaf follows it -----------------------------------------------------
+for i in 1 2 3; do
+	if start_node "$i"; then ok "member $i starts with a feed listener"; else fail "member $i starts" "$(tail -n 5 "$TMP/n$i.log")"; fi
+done
+if wait_until 10 has_leader; then ok "a leader is elected ($(leader))"; else fail "a leader is elected"; fi
+expect_rc "bucket add" 0 "" cli -s "$ALL" bucket add c
+if start_leaf la "$(feed 1),$(feed 2),$(feed 3)" --node-id 1; then ok "leaf la starts"; else fail "leaf la starts" "$(tail -n 5 "$TMP/la.log")"; fi
+if wait_until 10 leaf_converged la; then ok "leaf la holds the primaries' content"; else fail "leaf la converges" "prim=$(prim_sum) leaf=$(leaf_sum la)"; fi
+if start_gateway ga la; then ok "a gateway serves leaf la's state/"; else fail "gateway on the leaf starts" "$(tail -n 5 "$TMP/ga.log")"; fi
+if wait_until 5 healthy ga; then ok "gateway /healthz 200 while the leaf is fed"; else fail "gateway healthy" "$(curl -s "http://127.0.0.1:${GP[ga]}/healthz")"; fi
+
+# ---- converge under a steady load -----------------------------------------------------------
+ACK1=$TMP/ack1
+spawn load1 python3 "$RAW" "$(addr 2)" load c 30000 100 "$ACK1"
+LOADP=$SPAWNED
+wait_until 30 acked_ge "$ACK1" 10000
+lagmax=0
+for ((n = 0; n < 10; n++)); do
+	lag=$(metric la geokv_leaf_lag_entries); lag=${lag:-999999}
+	[ "$lag" -gt "$lagmax" ] && lagmax=$lag
+	sleep 0.1
+done
+wait "$LOADP"
+echo "# load: $(tail -n 1 "$TMP/load1.log"); leaf lag during the load: max $lagmax entries (sampled every 100 ms)"
+[ "$lagmax" -lt 5000 ] && ok "leaf la keeps up under load (max lag $lagmax entries)" || fail "leaf la keeps up under load" "max lag $lagmax"
+if wait_until 10 leaf_converged la; then ok "after the load: leaf la's checksum equals the primaries' ($(leaf_sum la))"; else fail "leaf la converges after the load" "prim=$(prim_sum) leaf=$(leaf_sum la)"; fi
+k=$(sed -n '12345p' "$ACK1")
+expect "an acknowledged write is readable at the leaf's gateway" "$k" \
+	curl -s "http://127.0.0.1:${GP[ga]}/kv/$k"
+[ "$(metric la 'geokv_leaf_resyncs_total{reason="gap"}')" = 0 ] && ok "no gap or duplicate seen" || fail "no gap or duplicate" "$(curl -s "http://127.0.0.1:${MP[la]}/metrics" | grep resync)"
+
+# ---- a leaf down while 200,000 writes land catches up on restart ----------------------------
+stop "${LP[la]}"
+[ "$RC" = 0 ] && ok "leaf la stops on SIGTERM with exit 0" || fail "leaf la stops on SIGTERM" "exit $RC"
+before=$(leaf_sum la)
+python3 -c '
+import sys
+with open(sys.argv[1], "w") as f:
+    for i in range(200000):
+        f.write("bulk%06d\t%s\n" % (i, ("v%06d" % i) * 8))
+' "$TMP/bulk.tsv"
+expect_rc "200,000 writes while leaf la is down" 0 "" cli -s "$ALL" load c "$TMP/bulk.tsv" -q
+from=$(logsize "$TMP/la.log")
+t0=$(date +%s%N)
+if start_leaf la "$(feed 1),$(feed 2),$(feed 3)" --node-id 1; then ok "leaf la restarts"; else fail "leaf la restarts" "$(tail -n 5 "$TMP/la.log")"; fi
+if wait_until 60 leaf_converged la; then
+	ok "leaf la caught up the 200,000 writes in $(( ($(date +%s%N) - t0) / 1000000 )) ms: equal checksums"
+else
+	fail "leaf la caught up" "prim=$(prim_sum) leaf=$(leaf_sum la)"
+fi
+resumed=$(tail -c "+$from" "$TMP/la.log" | grep -m1 "INFO leaf following" | sed -E 's/.*from=([0-9]+).*/\1/')
+[ "${resumed:-0}" -gt 0 ] && [ "$resumed" = "${before%% *}" ] &&
+	ok "it resumed from its recorded position ($resumed), not from scratch" ||
+	fail "resumed from the recorded position" "resumed=${resumed:-none} before=$before"
+if tail -c "+$from" "$TMP/la.log" | grep -q "installed snapshot"; then
+	fail "caught up from the log (no snapshot needed)" "$(tail -c "+$from" "$TMP/la.log" | grep snapshot)"
+else
+	ok "caught up from the log (no snapshot needed)"
+fi
+
+# ---- an empty leaf after log compaction bootstraps from a snapshot --------------------------
+first=$(cli -s "$(addr 2)" status | awk '/^log:/ { split($2, a, "[.][.]"); print a[1] }')
+[ "${first:-1}" -gt 1 ] && ok "the primaries compacted their logs (first index $first)" || fail "logs compacted" "first=$first"
+if start_leaf lb "$(feed 2),$(feed 3)" --node-id 2 --listen "127.0.0.1:$(free_port)"; then ok "empty leaf lb starts"; else fail "leaf lb starts" "$(tail -n 5 "$TMP/lb.log")"; fi
+if wait_until 60 leaf_converged lb; then ok "leaf lb converges"; else fail "leaf lb converges" "prim=$(prim_sum) leaf=$(leaf_sum lb)"; fi
+check "leaf lb bootstrapped from a snapshot" grep -q "installed snapshot" "$TMP/lb.log"
+
+# ---- a leaf of a leaf ------------------------------------------------------------------------
+LB_LISTEN=$(grep -m1 "INFO leaf serving" "$TMP/lb.log" | sed -E 's/.* listen=([^ ]+).*/\1/')
+if start_leaf lc "$LB_LISTEN" --node-id 3; then ok "leaf lc starts, following leaf lb"; else fail "leaf lc starts" "$(tail -n 5 "$TMP/lc.log")"; fi
+expect_rc "a write after lc started" 0 "" cli -s "$ALL" put c via-tree yes
+if wait_until 30 leaf_converged lc; then ok "leaf of a leaf converges: lc equals the primaries"; else fail "leaf lc converges" "prim=$(prim_sum) leaf=$(leaf_sum lc)"; fi
+
+# ---- kill -9 of the primary a leaf follows ---------------------------------------------------
+src=$(leaf_source la)
+victim=0
+for i in 1 2 3; do [ "$src" = "$(feed "$i")" ] && victim=$i; done
+[ "$victim" != 0 ] && ok "leaf la follows member $victim" || fail "leaf la's source known" "source=$src"
+other=$(( victim % 3 + 1 ))
+ACK2=$TMP/ack2
+spawn load2 python3 "$RAW" "$(addr "$other")" load c 30000 100 "$ACK2"
+LOADP=$SPAWNED
+wait_until 30 acked_ge "$ACK2" 5000
+kill -9 "${NPID[victim]}"; wait "${NPID[victim]}" 2>/dev/null
+echo "# killed member $victim (leaf la's source) with $(acked "$ACK2") writes acknowledged"
+wait "$LOADP"
+echo "# load: $(tail -n 1 "$TMP/load2.log")"
+moved() { local s; s=$(leaf_source la); [ -n "$s" ] && [ "$s" != "$(feed "$victim")" ]; }
+if wait_until 10 moved; then ok "leaf la carries on through another source ($(leaf_source la))"; else fail "leaf la moved to another source" "$(tail -n 5 "$TMP/la.log")"; fi
+if start_node "$victim"; then ok "member $victim restarts"; else fail "member $victim restarts"; fi
+if wait_until 30 leaf_converged la; then ok "after kill -9 of its source: leaf la equals the primaries (no gap, no duplicate)"; else fail "leaf la converges after kill -9" "prim=$(prim_sum) leaf=$(leaf_sum la)"; fi
+g=$(metric la 'geokv_leaf_resyncs_total{reason="gap"}'); h=$(metric la 'geokv_leaf_resyncs_total{reason="hash"}')
+[ "$g" = 0 ] && [ "$h" = 0 ] && ok "no gap, duplicate or hash mismatch across the switch" || fail "clean switch" "gap=$g hash=$h"
+
+# ---- a stalled feed: /healthz 503 within the bound, recovery by switching source ------------
+PXC=$(free_port); PX1=$(free_port); PX2=$(free_port)
+spawn proxy "$PROXY" --control "127.0.0.1:$PXC" --link "f1=127.0.0.1:$PX1>$(feed 3)" \
+	--link "f2=127.0.0.1:$PX2>$(feed 2)"
+PXP=$SPAWNED
+wait_until 5 grep -q "proxy ready" "$TMP/proxy.log"
+pctl() { "$PROXY" ctl "127.0.0.1:$PXC" "$@"; }
+if start_leaf ld "127.0.0.1:$PX1,$(feed 1),$(feed 2)" --node-id 4 --stall-ms 3000; then ok "leaf ld starts behind the proxy"; else fail "leaf ld starts" "$(tail -n 5 "$TMP/ld.log")"; fi
+wait_until 60 leaf_converged ld
+if start_gateway gd ld --max-contact-age-ms 1000; then ok "a gateway on leaf ld (contact bound 1000 ms)"; else fail "gateway gd starts"; fi
+if wait_until 10 healthy gd; then ok "gateway gd healthy"; else fail "gateway gd healthy" "$(curl -s "http://127.0.0.1:${GP[gd]}/healthz")"; fi
+expect "leaf ld follows through the proxy" "127.0.0.1:$PX1" leaf_source ld
+pctl hold f1 down on >/dev/null
+t0=$(date +%s%N)
+if wait_until 5 unhealthy gd; then
+	ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+	[ "$ms" -le 1600 ] && ok "held feed: gateway /healthz 503 after $ms ms (bound 1000 ms + 100 ms publish + probe)" ||
+		fail "503 within the bound" "took $ms ms"
+else
+	fail "held feed turns /healthz 503" "$(curl -s "http://127.0.0.1:${GP[gd]}/healthz")"
+fi
+body=$(curl -s "http://127.0.0.1:${GP[gd]}/healthz")
+case "$body" in *contact*|*feed*) ok "the 503 says why: $body" ;; *) fail "the 503 says why" "$body" ;; esac
+if wait_until 10 healthy gd; then
+	ok "recovered after $(( ($(date +%s%N) - t0) / 1000000 )) ms by switching source ($(leaf_source ld))"
+else
+	fail "recovers by switching source" "$(tail -n 5 "$TMP/ld.log")"
+fi
+check "leaf ld logged the stall" grep -q "feed stalled, switching source" "$TMP/ld.log"
+pctl clear f1 >/dev/null
+expect_rc "a write after the stall" 0 "" cli -s "$ALL" put c after-stall yes
+if wait_until 20 leaf_converged ld; then ok "leaf ld converges after the stall"; else fail "leaf ld converges after the stall" "prim=$(prim_sum) leaf=$(leaf_sum ld)"; fi
+
+# ---- a corrupted byte in the feed is detected, never applied --------------------------------
+if start_leaf le "127.0.0.1:$PX2" --node-id 5; then ok "leaf le starts behind the proxy"; else fail "leaf le starts" "$(tail -n 5 "$TMP/le.log")"; fi
+wait_until 60 leaf_converged le
+ACK3=$TMP/ack3
+spawn load3 python3 "$RAW" "$(addr 1)" load c 20000 100 "$ACK3"
+LOADP=$SPAWNED
+wait_until 30 acked_ge "$ACK3" 2000
+pctl corrupt f2 down 30000 3 >/dev/null
+wait "$LOADP"
+detected() { local r; r=$(metric le geokv_leaf_resyncs_total_sum 2>/dev/null); curl -s "http://127.0.0.1:${MP[le]}/metrics" | awk '/^geokv_leaf_resyncs_total/ { s += $2 } END { exit !(s > 0) }'; }
+if wait_until 10 detected; then ok "the flipped byte was detected ($(grep -m1 -E 'feed refused|feed connection lost' "$TMP/le.log" | sed -E 's/.*(why="[^"]*"|err=[A-Z_]+).*/\1/'))"; else fail "corruption detected" "$(curl -s "http://127.0.0.1:${MP[le]}/metrics" | grep resync)"; fi
+if wait_until 30 leaf_converged le; then ok "leaf le equals the primaries after the corruption (nothing corrupt applied)"; else fail "leaf le converges" "prim=$(prim_sum) leaf=$(leaf_sum le)"; fi
+
+# ---- primaries list their leaves with lag; metrics on both sides --------------------------
+expect "geokv status lists the leaves with their lag" "  leaf 1 " cli -s "$(addr 2)" status
+curl -s "http://127.0.0.1:${MP[la]}/metrics" >"$TMP/la.metrics"
+for m in geokv_leaf_lag_seconds geokv_leaf_lag_entries geokv_leaf_last_contact_seconds geokv_leaf_resyncs_total; do
+	check "leaf metric $m" grep -q "^$m" "$TMP/la.metrics"
+done
+
+# ---- stop everything by pid -----------------------------------------------------------------
+for n in la lb lc ld le; do
+	stop "${LP[$n]}"
+	[ "$RC" = 0 ] && ok "leaf $n stops on SIGTERM with exit 0" || fail "leaf $n stops" "exit $RC"
+done
+for n in ga gd; do stop "${GPID[$n]}"; done
+stop "$PXP"
+for i in 1 2 3; do stop "${NPID[i]}"; done
+tap_end
