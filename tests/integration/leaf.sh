@@ -16,16 +16,18 @@ LEAF=$4
 GW=$5
 PROXY=$6
 export GEOKV_CLUSTER=ltest
-# A high range of its own, checked free by binding (harness free_port).
-export GEOKV_TEST_PORTS=${GEOKV_TEST_PORTS:-45000-48999}
+# A high range of its own, checked free by binding (harness free_port), and below the
+# kernel's ephemeral range (32768-60999 here): a member restarted after kill -9 binds its
+# old ports again, and an outgoing connection must not have taken one meanwhile.
+export GEOKV_TEST_PORTS=${GEOKV_TEST_PORTS:-24000-29999}
 
 tap_start
 for b in "$CLI" "$LEAF" "$GW" "$PROXY"; do
 	if [ ! -x "$b" ]; then skip "leaf tests" "$b is not built"; tap_end; exit 0; fi
 done
 
-declare -a CP PP FP NPID
-for i in 1 2 3; do CP[i]=$(free_port); PP[i]=$(free_port); FP[i]=$(free_port); done
+declare -a CP PP FP MPP NPID
+for i in 1 2 3; do CP[i]=$(free_port); PP[i]=$(free_port); FP[i]=$(free_port); MPP[i]=$(free_port); done
 PEERS="1=127.0.0.1:${PP[1]},2=127.0.0.1:${PP[2]},3=127.0.0.1:${PP[3]}"
 ALL="127.0.0.1:${CP[1]},127.0.0.1:${CP[2]},127.0.0.1:${CP[3]}"
 addr() { echo "127.0.0.1:${CP[$1]}"; }
@@ -48,7 +50,7 @@ start_node() {
 	from=$(logsize "$TMP/n$i.log")
 	spawn "n$i" "$PRIM" --data "$TMP/d$i" --listen "$(addr "$i")" --node-id "$i" \
 		--cluster-id ltest --peers "$PEERS" --log-keep 10000 --sync-interval-ms 200 \
-		--feed-listen "$(feed "$i")" "$@"
+		--feed-listen "$(feed "$i")" --metrics-listen "127.0.0.1:${MPP[i]}" "$@"
 	NPID[i]=$SPAWNED
 	wait_log "$TMP/n$i.log" "$from" "INFO primary serving" "${NPID[i]}"
 }
@@ -258,6 +260,14 @@ if wait_until 30 leaf_converged le; then ok "leaf le equals the primaries after 
 
 # ---- primaries list their leaves with lag; metrics on both sides --------------------------
 expect "geokv status lists the leaves with their lag" "  leaf 1 " cli -s "$(addr 2)" status
+curl -s "http://127.0.0.1:${MPP[2]}/metrics" >"$TMP/p2.metrics"
+for m in geokv_primary_feed_leaves_connected geokv_primary_feed_leaf_lag_entries geokv_primary_feed_leaf_lag_seconds \
+	geokv_primary_feed_leaf_last_contact_seconds geokv_primary_feed_resyncs_total geokv_primary_feed_entries_sent_total; do
+	check "primary metric $m" grep -q "^$m" "$TMP/p2.metrics"
+done
+if command -v promtool >/dev/null; then
+	check "promtool accepts the leaf's and the primary's /metrics" sh -c "curl -s http://127.0.0.1:${MP[la]}/metrics | promtool check metrics && promtool check metrics <$TMP/p2.metrics"
+fi
 curl -s "http://127.0.0.1:${MP[la]}/metrics" >"$TMP/la.metrics"
 for m in geokv_leaf_lag_seconds geokv_leaf_lag_entries geokv_leaf_last_contact_seconds geokv_leaf_resyncs_total; do
 	check "leaf metric $m" grep -q "^$m" "$TMP/la.metrics"
