@@ -719,6 +719,8 @@ static void on_conn_close(proto_fs_t *s, int err)
 	kv_feed_conn_t *c = s->data;
 	kv_feed_t *f = c->f;
 
+	if (err == PROTO_ETLS)
+		GK_WARN("feed", "TLS handshake failed, closing", "peer=%s", c->fs.peer);
 	if (c->leaf >= 0) {
 		f->leaves[c->leaf].connected = false;
 		GK_INFO("feed", "leaf disconnected", "peer=%s leaf=%" PRIu64 " err=%s", c->fs.peer,

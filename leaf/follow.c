@@ -165,9 +165,22 @@ static void schedule_retry(leaf_t *l, bool healthy)
 	uv_timer_start(&l->retry, on_retry, b, 0);
 }
 
+static const char *state_name(int st)
+{
+	switch (st) {
+	case LS_CONNECTING: return "handshake"; /* TCP connect and TLS */
+	case LS_HELLO: return "hello";
+	case LS_STREAM: return "stream";
+	case LS_SNAP: return "snapshot";
+	case LS_INSTALL: return "install";
+	default: return "idle";
+	}
+}
+
 static void fs_closed(proto_fs_t *s, int err)
 {
 	leaf_t *l = s->data;
+	int was = l->state;
 	bool healthy = l->streaming_since && now_ms() - l->streaming_since >= HEALTHY_MS;
 
 	if (l->fs == s)
@@ -191,8 +204,8 @@ static void fs_closed(proto_fs_t *s, int err)
 		l->st.resync_decode++;
 	}
 	l->resyncing = false;
-	GK_WARN("leaf", "feed connection lost", "source=%s err=%s applied=%" PRIu64,
-		l->src[l->cur].addr, geokv_errname(err), l->pos_index);
+	GK_WARN("leaf", "feed connection lost", "source=%s err=%s state=%s applied=%" PRIu64,
+		l->src[l->cur].addr, geokv_errname(err), state_name(was), l->pos_index);
 	l->src[l->cur].failures++;
 	/* Move on: the next attempt goes to the next source in the list. */
 	l->cur = (l->cur + 1) % l->nsrc;
