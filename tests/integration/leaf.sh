@@ -245,6 +245,42 @@ pctl clear f1 >/dev/null
 expect_rc "a write after the stall" 0 "" cli -s "$ALL" put c after-stall yes
 if wait_until 20 leaf_converged ld; then ok "leaf ld converges after the stall"; else fail "leaf ld converges after the stall" "prim=$(prim_sum) leaf=$(leaf_sum ld)"; fi
 
+# ---- back-pressure: a leaf that stops reading stalls its own stream, nothing else ----------
+pctl clear f1 >/dev/null
+if start_leaf lf "127.0.0.1:$PX1" --node-id 6 --stall-ms 30000; then ok "leaf lf starts behind the proxy"; else fail "leaf lf starts" "$(tail -n 5 "$TMP/lf.log")"; fi
+wait_until 60 leaf_converged lf
+python3 -c '
+import sys
+with open(sys.argv[1], "w") as f:
+    for i in range(50000):
+        f.write("big%06d\t%s\n" % (i, ("w%07d" % i) * 128))
+' "$TMP/big.tsv"
+anon() { awk '/^RssAnon/ { print $2 }' "/proc/$1/status"; }
+pmetric() { curl -s "http://127.0.0.1:${MPP[$1]}/metrics" | awk -v m="$2" '$1 == m { print $2; exit }'; }
+t0=$(date +%s%N)
+expect_rc "50,000 writes of 1 KiB (50 MB), every leaf reading" 0 "" cli -s "$(addr 1)" load c "$TMP/big.tsv" -q
+base=$(( ($(date +%s%N) - t0) / 1000000 ))
+wait_until 30 leaf_converged lf
+a0=$(anon "${NPID[3]}"); s0=$(pmetric 3 geokv_primary_feed_stalls_total)
+pctl hold f1 down on >/dev/null
+t0=$(date +%s%N)
+expect_rc "the same 50 MB again while leaf lf's feed is held" 0 "" cli -s "$(addr 1)" load c "$TMP/big.tsv" -q
+held=$(( ($(date +%s%N) - t0) / 1000000 ))
+echo "# the 50 MB load: $base ms with every leaf reading, $held ms with leaf lf held (machine load $(cut -d' ' -f1 /proc/loadavg))"
+[ "$held" -le $(( base * 2 + 1000 )) ] && ok "a held leaf does not slow the group's commits ($held ms vs $base ms)" ||
+	fail "a held leaf does not slow commits" "$held ms vs $base ms"
+sleep 0.5
+a1=$(anon "${NPID[3]}"); s1=$(pmetric 3 geokv_primary_feed_stalls_total)
+[ "${s1:-0}" -gt "${s0:-0}" ] && ok "member 3 stalled that leaf's stream at its output bound (stalls $s0 -> $s1)" ||
+	fail "member 3 stalled the held stream" "stalls $s0 -> $s1"
+grow=$(( (a1 - a0) / 1024 ))
+[ "$grow" -lt 48 ] && ok "member 3's anonymous memory grew by $grow MiB while 50 MB waited for the leaf (bound: 4 MiB output + buffers)" ||
+	fail "member 3's memory stays bounded" "RssAnon $a0 -> $a1 KiB"
+pctl hold f1 down off >/dev/null
+if wait_until 30 leaf_converged lf; then ok "released: leaf lf resumes from the log and converges"; else fail "leaf lf converges after the hold" "prim=$(prim_sum) leaf=$(leaf_sum lf)"; fi
+r=$(curl -s "http://127.0.0.1:${MP[lf]}/metrics" | awk '/^geokv_leaf_resyncs_total/ { s += $2 } END { print s + 0 }')
+[ "$r" = 0 ] && ok "no re-sync was needed for the held leaf" || fail "no re-sync for the held leaf" "resyncs=$r"
+
 # ---- a corrupted byte in the feed is detected, never applied --------------------------------
 if start_leaf le "127.0.0.1:$PX2" --node-id 5; then ok "leaf le starts behind the proxy"; else fail "leaf le starts" "$(tail -n 5 "$TMP/le.log")"; fi
 wait_until 60 leaf_converged le
@@ -274,7 +310,7 @@ for m in geokv_leaf_lag_seconds geokv_leaf_lag_entries geokv_leaf_last_contact_s
 done
 
 # ---- stop everything by pid -----------------------------------------------------------------
-for n in la lb lc ld le; do
+for n in la lb lc ld le lf; do
 	stop "${LP[$n]}"
 	[ "$RC" = 0 ] && ok "leaf $n stops on SIGTERM with exit 0" || fail "leaf $n stops" "exit $RC"
 done
