@@ -323,7 +323,7 @@ static void on_entries(leaf_t *l, const uint8_t *pl, size_t len)
 	proto_feed_entries_reader_t r, r2;
 	proto_feed_entry_t e;
 	uint64_t h = l->pos_hash, idx = l->pos_index, applied = kv_applied_index(l->store);
-	uint64_t last_time = 0, t0;
+	uint64_t last_time = 0, last_term = 0, t0;
 	size_t k = 0;
 	int rc;
 
@@ -349,6 +349,7 @@ static void on_entries(leaf_t *l, const uint8_t *pl, size_t len)
 			return;
 		}
 		idx = e.index;
+		last_term = e.term;
 		if (e.type == PROTO_FEED_NORMAL && e.data.len > 0 && e.index > applied) {
 			l->in[k++] = (kv_entry_in_t){e.index, e.data.p, e.data.len};
 			last_time = entry_time(e.data.p, e.data.len);
@@ -365,13 +366,14 @@ static void on_entries(leaf_t *l, const uint8_t *pl, size_t len)
 		return;
 	}
 	proto_metrics_hist_observe(&l->st.apply_latency, (uv_hrtime() - t0) / 1000);
-	while (proto_feed_entries_next(&r2, &e) == 1)
+	/* Copies for leaves below, only when this leaf serves any (a malloc per entry). */
+	while (l->feed != NULL && proto_feed_entries_next(&r2, &e) == 1)
 		(void)leaf_ring_push(&l->ring, e.index, e.term, e.type, e.data.p, e.data.len);
 	l->st.entries_applied += r.count;
 	l->st.frames++;
 	l->pos_index = idx;
 	l->pos_hash = h;
-	l->pos_term = e.term;
+	l->pos_term = last_term;
 	if (last_time)
 		l->last_entry_time = last_time;
 	note_commit(l, r.commit, r.leader_time_ms);
