@@ -136,6 +136,8 @@ static void send_hb(kv_feed_conn_t *c)
 	proto_wbuf_t w;
 	proto_feed_hb_t hb;
 
+	if (f->src.fresh != NULL && !f->src.fresh(f->src.ctx))
+		return; /* stale ourselves: silence, so leaves below notice */
 	f->src.beat(f->src.ctx, &hb.commit, &hb.leader_time_ms, &hb.term);
 	proto_wbuf_init(&w, buf, sizeof buf);
 	proto_feed_hb_encode(&w, &hb);
@@ -809,11 +811,13 @@ static void on_timer(uv_timer_t *t)
 		}
 		if (c->state == C_SNAP_WAIT)
 			waiting = true;
-		if (c->state != C_STREAM && c->state != C_SNAP_SEND)
+		if (c->state != C_STREAM && c->state != C_SNAP_SEND && c->state != C_SNAP_WAIT)
 			continue;
 		pump(c);
-		if (c->state == C_STREAM && !c->fs.closing && now - c->tx_ms >= f->o.hb_ms &&
-		    proto_fs_queued(&c->fs) < f->o.max_out)
+		/* A leaf waiting for a snapshot build hears heartbeats too, so it does not take
+		 * the wait for a stall. */
+		if ((c->state == C_STREAM || c->state == C_SNAP_WAIT) && !c->fs.closing &&
+		    now - c->tx_ms >= f->o.hb_ms && proto_fs_queued(&c->fs) < f->o.max_out)
 			send_hb(c);
 	}
 	if (waiting && !f->snap_building)

@@ -60,6 +60,10 @@ typedef struct kv_feed_src {
 	/* For heartbeats: the group's commit index, the leader's clock (ms), the current term. */
 	void (*beat)(void *ctx, uint64_t *commit, uint64_t *leader_time_ms, uint64_t *term);
 	kv_store_t *(*store)(void *ctx);
+	/* Optional: false while this source is not fed itself (a leaf that lost its own source).
+	 * It then sends no heartbeats, so the leaves below see silence, count it as a stall and
+	 * move on, instead of being kept "fresh" by a source that is stale. NULL = always. */
+	bool (*fresh)(void *ctx);
 } kv_feed_src_t;
 
 typedef struct kv_feed_opts {

@@ -112,13 +112,23 @@ static void src_beat(void *ctx, uint64_t *commit, uint64_t *leader_time_ms, uint
 
 static kv_store_t *src_store(void *ctx) { return ((prim_t *)ctx)->store; }
 
+/* A member that knows no live leader (partitioned away, an election running) is not fed
+ * itself: its leaves hear silence and move to a member that is (check-quorum makes a cut-off
+ * leader step down, so it goes quiet too). */
+static bool src_fresh(void *ctx)
+{
+	prim_t *p = ctx;
+
+	return raft_leader(&p->raft) != 0 && !p->stopping && !p->repairing;
+}
+
 int prim__feed_start(prim_t *p)
 {
 	const prim_config_t *c = p->cfg;
 	kv_feed_opts_t o = {0};
 	kv_feed_src_t s = {.ctx = p, .served = src_served, .first = src_first,
 			   .entries = src_entries, .term = src_term, .beat = src_beat,
-			   .store = src_store};
+			   .store = src_store, .fresh = src_fresh};
 	int rc;
 
 	if (c->feed_listen[0] == '\0')

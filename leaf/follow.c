@@ -696,7 +696,9 @@ static void on_tick(uv_timer_t *t)
 				" state=%d applied=%" PRIu64, l->src[l->cur].addr, quiet, l->state,
 				l->pos_index);
 			drop(l, PROTO_ETIMEDOUT);
-		} else if (l->state == LS_STREAM && now - l->last_ack_ms >= l->cfg->ack_ms) {
+		} else if ((l->state == LS_STREAM || l->state == LS_SNAP || l->state == LS_INSTALL) &&
+			   now - l->last_ack_ms >= l->cfg->ack_ms) {
+			/* also while a snapshot arrives or installs: the source cuts silent leaves */
 			send_ack(l);
 		}
 	}

@@ -166,9 +166,17 @@ static void src_beat(void *ctx, uint64_t *commit, uint64_t *leader_time_ms, uint
 
 static kv_store_t *src_store(void *ctx) { return ((leaf_t *)ctx)->store; }
 
+/* Fed ourselves: streaming, and heard from our source within the stall bound. */
+static bool src_fresh(void *ctx)
+{
+	leaf_t *l = ctx;
+
+	return l->state == LS_STREAM && kv_nodestat_now_ms() - l->contact_ms <= l->cfg->stall_ms;
+}
+
 void leaf_feed_src(leaf_t *l, kv_feed_src_t *s)
 {
 	*s = (kv_feed_src_t){.ctx = l, .served = src_served, .first = src_first,
 			     .entries = src_entries, .term = src_term, .beat = src_beat,
-			     .store = src_store};
+			     .store = src_store, .fresh = src_fresh};
 }

@@ -281,6 +281,28 @@ if wait_until 30 leaf_converged lf; then ok "released: leaf lf resumes from the 
 r=$(curl -s "http://127.0.0.1:${MP[lf]}/metrics" | awk '/^geokv_leaf_resyncs_total/ { s += $2 } END { print s + 0 }')
 [ "$r" = 0 ] && ok "no re-sync was needed for the held leaf" || fail "no re-sync for the held leaf" "resyncs=$r"
 
+# ---- a leaf whose own source is cut goes quiet: the leaf below notices and moves on --------
+pctl clear f1 >/dev/null
+LG_LISTEN=127.0.0.1:$(free_port)
+if start_leaf lg "127.0.0.1:$PX1" --node-id 7 --listen "$LG_LISTEN"; then ok "leaf lg starts behind the proxy, serving a feed"; else fail "leaf lg starts" "$(tail -n 5 "$TMP/lg.log")"; fi
+if start_leaf lh "$LG_LISTEN,$(feed 2)" --node-id 8 --stall-ms 2000; then ok "leaf lh follows leaf lg"; else fail "leaf lh starts" "$(tail -n 5 "$TMP/lh.log")"; fi
+wait_until 60 leaf_converged lh
+if start_gateway gh lh --max-contact-age-ms 1000; then ok "a gateway on leaf lh (contact bound 1000 ms)"; else fail "gateway gh starts"; fi
+wait_until 10 healthy gh
+expect "leaf lh streams from leaf lg" "$LG_LISTEN" leaf_source lh
+pctl blackhole f1 down on >/dev/null
+t0=$(date +%s%N)
+if wait_until 10 unhealthy gh; then
+	ok "lg's source cut: lh's gateway turns 503 after $(( ($(date +%s%N) - t0) / 1000000 )) ms (lg stops vouching for a stale copy)"
+else
+	fail "a stale upstream leaf is noticed below" "$(curl -s "http://127.0.0.1:${GP[gh]}/healthz")"
+fi
+if wait_until 15 healthy gh; then ok "lh recovered through its next source ($(leaf_source lh)) after $(( ($(date +%s%N) - t0) / 1000000 )) ms"; else fail "lh recovers" "$(tail -n 5 "$TMP/lh.log")"; fi
+expect_rc "a write while lg is cut off" 0 "" cli -s "$ALL" put c while-lg-cut yes
+if wait_until 20 leaf_converged lh; then ok "leaf lh converges through the primaries"; else fail "leaf lh converges" "prim=$(prim_sum) leaf=$(leaf_sum lh)"; fi
+pctl clear f1 >/dev/null
+if wait_until 30 leaf_converged lg; then ok "leaf lg converges once its source is back"; else fail "leaf lg converges" "prim=$(prim_sum) leaf=$(leaf_sum lg)"; fi
+
 # ---- a corrupted byte in the feed is detected, never applied --------------------------------
 if start_leaf le "127.0.0.1:$PX2" --node-id 5; then ok "leaf le starts behind the proxy"; else fail "leaf le starts" "$(tail -n 5 "$TMP/le.log")"; fi
 wait_until 60 leaf_converged le
@@ -310,11 +332,11 @@ for m in geokv_leaf_lag_seconds geokv_leaf_lag_entries geokv_leaf_last_contact_s
 done
 
 # ---- stop everything by pid -----------------------------------------------------------------
-for n in la lb lc ld le lf; do
+for n in la lb lc ld le lf lg lh; do
 	stop "${LP[$n]}"
 	[ "$RC" = 0 ] && ok "leaf $n stops on SIGTERM with exit 0" || fail "leaf $n stops" "exit $RC"
 done
-for n in ga gd; do stop "${GPID[$n]}"; done
+for n in ga gd gh; do stop "${GPID[$n]}"; done
 stop "$PXP"
 for i in 1 2 3; do stop "${NPID[i]}"; done
 tap_end
