@@ -66,6 +66,8 @@ struct kv_feed {
 	uint32_t nconns;
 	kv_feed_stats_t st;
 	kv_feed_leaf_t leaves[KV_FEED_MAX_LEAVES];
+	uint32_t leaf_conns[KV_FEED_MAX_LEAVES]; /* open sessions per leaf (a reconnect may
+						  * overlap the old session's close) */
 	uint32_t nleaves;
 
 	/* snapshot */
@@ -165,13 +167,14 @@ static int leaf_slot(kv_feed_t *f, uint64_t id, const proto_bytes_t *name)
 	} else {
 		/* Forget the disconnected leaf heard from longest ago; all connected: refuse. */
 		for (uint32_t i = 0; i < f->nleaves; i++)
-			if (!f->leaves[i].connected &&
+			if (f->leaf_conns[i] == 0 &&
 			    (victim < 0 || f->leaves[i].contact_ms < f->leaves[victim].contact_ms))
 				victim = (int)i;
 		if (victim < 0)
 			return -1;
 	}
 	memset(&f->leaves[victim], 0, sizeof f->leaves[victim]);
+	f->leaf_conns[victim] = 0;
 	f->leaves[victim].id = id;
 	snprintf(f->leaves[victim].name, sizeof f->leaves[victim].name, "%s", nm);
 	return victim;
@@ -616,6 +619,7 @@ static void on_start(kv_feed_conn_t *c, const uint8_t *pl, size_t len)
 		return;
 	}
 	kv_feed_leaf_t *lf = &f->leaves[c->leaf];
+	f->leaf_conns[c->leaf]++;
 	lf->connected = true;
 	lf->applied = m.from_index;
 	lf->contact_ms = now_ms();
@@ -724,7 +728,7 @@ static void on_conn_close(proto_fs_t *s, int err)
 	if (err == PROTO_ETLS)
 		GK_WARN("feed", "TLS handshake failed, closing", "peer=%s", c->fs.peer);
 	if (c->leaf >= 0) {
-		f->leaves[c->leaf].connected = false;
+		f->leaves[c->leaf].connected = --f->leaf_conns[c->leaf] > 0;
 		GK_INFO("feed", "leaf disconnected", "peer=%s leaf=%" PRIu64 " err=%s", c->fs.peer,
 			f->leaves[c->leaf].id, geokv_errname(err));
 	}

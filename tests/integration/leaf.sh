@@ -147,6 +147,11 @@ if wait_until 10 leaf_converged la; then ok "after the load: leaf la's checksum 
 k=$(sed -n '12345p' "$ACK1")
 expect "an acknowledged write is readable at the leaf's gateway" "$k" \
 	curl -s "http://127.0.0.1:${GP[ga]}/kv/$k"
+rev=$(cli -s "$ALL" put c mr.1 read-your-write)
+expect "?min_rev at the leaf's gateway: the write made a moment ago (rev $rev)" "read-your-write" \
+	curl -s "http://127.0.0.1:${GP[ga]}/kv/mr.1?min_rev=$rev&wait_ms=2000"
+expect "?min_rev beyond what exists waits, then says so" "revision not reached" \
+	curl -s "http://127.0.0.1:${GP[ga]}/kv/mr.1?min_rev=$((rev + 1000))&wait_ms=200"
 [ "$(metric la 'geokv_leaf_resyncs_total{reason="gap"}')" = 0 ] && ok "no gap or duplicate seen" || fail "no gap or duplicate" "$(curl -s "http://127.0.0.1:${MP[la]}/metrics" | grep resync)"
 
 # ---- a leaf down while 200,000 writes land catches up on restart ----------------------------
