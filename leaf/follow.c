@@ -412,6 +412,12 @@ static void on_snap(leaf_t *l, const uint8_t *pl, size_t len)
 		resync(l, &l->st.resync_decode, "undecodable FEED_SNAP", 0);
 		return;
 	}
+	/* The disk a source can make us fill is bounded: a logical dump of a store that fits
+	 * in map_max is smaller than map_max. */
+	if (l->cfg->map_max != 0 && l->snap.size > l->cfg->map_max) {
+		resync(l, &l->st.resync_decode, "snapshot larger than map_max", l->snap.index);
+		return;
+	}
 	snprintf(path, sizeof path, "%s/snap.recv", l->cfg->data);
 	if (l->snap_fd >= 0)
 		close(l->snap_fd);
