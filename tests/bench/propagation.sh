@@ -8,8 +8,12 @@
 # Three primaries (feed listeners), leaf L1 following the leader's feed directly, leaf L2
 # following it through geokv-proxy with a 40 ms one-way delay (source -> leaf), a gateway on
 # each leaf. Runs 200/s and 5,000/s for 20 s on each path (--smoke: 2 s at 200/s, direct only)
-# and prints `metric <name> <value> <unit>` lines.
-# Not measured here (left): the NATS JetStream leaf-node mirror comparison of issue 10.
+# and prints `metric <name> <value> <unit>` lines. Then the same for NATS (not in --smoke): a
+# 3-node nats-server JetStream hub with a KV bucket, a leaf node mirroring it into its own
+# JetStream domain, measured by nats_propagation.js (kv.put acknowledged -> lkv.get on the
+# leaf returns the value, polled back to back, so without the gateway's HTTP hop and 1 ms
+# ?min_rev poll that geokv's figure includes). nats-server (Debian) and the npm package
+# "nats" are installed when missing.
 . "$(dirname "$0")/../lib/harness.sh"
 SMOKE=0
 [ "${1:-}" = --smoke ] && { SMOKE=1; shift; }
@@ -74,7 +78,50 @@ if [ "$SMOKE" = 0 ]; then
 	measure delay40_200 l2 200
 	measure delay40_5000 l2 5000
 fi
-for n in l1 l2; do
-	[ -n "${GPORT[$n]:-}" ] || continue
-done
+
+# ---- NATS: JetStream hub of 3 + leaf node mirroring the KV bucket ---------------------------
+nats_bench() {
+	local sudo="" i NJ=${GEOKV_BENCH_CACHE:-/tmp/geokv-bench-cache}/natsjs
+	[ "$(id -u)" = 0 ] || sudo=sudo
+	if ! command -v nats-server >/dev/null; then
+		echo "# installing nats-server" >&2
+		DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nats-server </dev/null >/dev/null || return 1
+	fi
+	if [ ! -d "$NJ/node_modules/nats" ]; then
+		command -v npm >/dev/null || return 1
+		mkdir -p "$NJ" && npm install --silent --prefix "$NJ" nats@2 >/dev/null 2>&1 || return 1
+	fi
+	declare -a NC NR NL
+	for i in 1 2 3; do NC[i]=$(free_port); NR[i]=$(free_port); NL[i]=$(free_port); done
+	local LC=$(free_port)
+	for i in 1 2 3; do
+		cat >"$TMP/hub$i.conf" <<EOC
+server_name: hub$i
+listen: 127.0.0.1:${NC[i]}
+jetstream { store_dir: "$TMP/nats$i", domain: hub }
+cluster { name: hub, listen: 127.0.0.1:${NR[i]}, routes: [nats-route://127.0.0.1:${NR[1]}, nats-route://127.0.0.1:${NR[2]}, nats-route://127.0.0.1:${NR[3]}] }
+leafnodes { listen: 127.0.0.1:${NL[i]} }
+EOC
+		spawn "nats$i" nats-server -c "$TMP/hub$i.conf"
+	done
+	cat >"$TMP/natsleaf.conf" <<EOC
+server_name: leaf1
+listen: 127.0.0.1:$LC
+jetstream { store_dir: "$TMP/natsleaf", domain: leaf }
+leafnodes { remotes: [ { urls: ["nats-leaf://127.0.0.1:${NL[1]}", "nats-leaf://127.0.0.1:${NL[2]}", "nats-leaf://127.0.0.1:${NL[3]}"] } ] }
+EOC
+	spawn natsleaf nats-server -c "$TMP/natsleaf.conf"
+	sleep 3 # cluster formed, JetStream meta leader elected, leaf connected
+	local hubs="nats://127.0.0.1:${NC[1]},nats://127.0.0.1:${NC[2]},nats://127.0.0.1:${NC[3]}" r out rc
+	for r in 200 5000; do
+		out=$(NODE_PATH="$NJ/node_modules" node "$(dirname "$0")/nats_propagation.js" "$hubs" \
+			"nats://127.0.0.1:$LC" "$r" "$SECS" 2>&1); rc=$?
+		printf '%s\n' "$out" | sed -n 's/^metric propagation_/metric propagation_nats_'"$r"'_/p'
+		[ $rc = 0 ] && ok "nats_$r: $(printf '%s\n' "$out" | awk '/p50|p99|max/ { printf "%s=%s ", $2, $3 }')" ||
+			fail "nats_$r" "$(printf '%s\n' "$out" | tail -n 2)"
+	done
+}
+if [ "$SMOKE" = 0 ] && [ "${PROPAGATION_NATS:-1}" = 1 ]; then
+	nats_bench || skip "NATS comparison" "nats-server or the npm package nats could not be installed"
+fi
 tap_end
