@@ -183,6 +183,23 @@ else
 	ok "caught up from the log (no snapshot needed)"
 fi
 
+# ---- kill -9 of a leaf in the middle of a load: it resumes from what its store recorded ----
+ACKK=$TMP/ackk
+spawn loadk python3 "$RAW" "$(addr 3)" load c 30000 100 "$ACKK"
+LOADP=$SPAWNED
+wait_until 30 acked_ge "$ACKK" 8000
+kill -9 "${LP[la]}"; wait "${LP[la]}" 2>/dev/null
+killed_at=$(leaf_sum la | cut -d' ' -f1)
+echo "# killed leaf la (kill -9) at applied index ${killed_at:-?} with $(acked "$ACKK") writes acknowledged"
+from=$(logsize "$TMP/la.log")
+if start_leaf la "$(feed 1),$(feed 2),$(feed 3)" --node-id 1; then ok "leaf la restarts after kill -9"; else fail "leaf la restarts after kill -9" "$(tail -n 5 "$TMP/la.log")"; fi
+wait "$LOADP"
+if wait_until 30 leaf_converged la; then ok "after kill -9 mid-load: leaf la equals the primaries"; else fail "leaf la converges after kill -9" "prim=$(prim_sum) leaf=$(leaf_sum la)"; fi
+resumed=$(tail -c "+$from" "$TMP/la.log" | grep -m1 "INFO leaf following" | sed -E 's/.*from=([0-9]+).*/\1/')
+[ -n "$resumed" ] && [ "$resumed" -gt 0 ] && ! tail -c "+$from" "$TMP/la.log" | grep -q "installed snapshot" &&
+	ok "it resumed from its store's recorded position ($resumed), from the log" ||
+	fail "resumed from the recorded position after kill -9" "resumed=${resumed:-none}"
+
 # ---- an empty leaf after log compaction bootstraps from a snapshot --------------------------
 first=$(cli -s "$(addr 2)" status | awk '/^log:/ { split($2, a, "[.][.]"); print a[1] }')
 [ "${first:-1}" -gt 1 ] && ok "the primaries compacted their logs (first index $first)" || fail "logs compacted" "first=$first"
