@@ -74,6 +74,10 @@ static const proto_conf_setting_t settings[] = {
 	    "election timeout in ticks, randomized in [t, 2t)", .min = 3),
 	SET("cluster", "proposal_timeout_ms", DUR, prop_timeout_ms, "5000",
 	    "a write not committed within this gets PROTO_ETIMEDOUT (outcome unknown)", .min = 100),
+	SET("feed", "feed_listen", STR, feed_listen, NULL,
+	    "leaf feed listener HOST:PORT, TLS as [tls] (default: no feed)"),
+	SET("feed", "feed_max_out", SIZE, feed_max_out, "4M",
+	    "output queued per leaf before its stream waits", .min = 65536),
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 

@@ -14,6 +14,7 @@
  * completes, and two scrapes may overlap. Scrapes are seconds apart, so that allocation is
  * not on any hot path.
  */
+#include "core/prim_feed.h"
 #include "core/primary_int.h"
 
 #include <errno.h>
@@ -288,6 +289,7 @@ static void render(prim_t *p, proto_metrics_buf_t *b)
 	}
 	counter(b, "geokv_primary_metrics_scrapes_total", "GET /metrics served.",
 		st->metrics_scrapes);
+	prim__feed_metrics(p, b); /* geokv_primary_feed_*: leaves, their lag, re-syncs */
 }
 
 /* ---- the HTTP listener ---------------------------------------------------------------- */

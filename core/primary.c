@@ -38,6 +38,7 @@
  */
 #include "core/primary_int.h"
 #include "core/prim_stream.h"
+#include "core/prim_feed.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -785,6 +786,7 @@ static int install_snapshot(prim_t *p, const raft_snapshot_meta_t *meta)
 		kv_log_read_end(&p->lrt);
 	if ((rc = kv_log_reset(p->log, &ls)) != 0 || (rc = kv_log_sync(p->log)) != 0)
 		return rc;
+	prim__feed_store_closing(p);
 	close_store(p);
 	if ((rc = finish_swap(p)) != 0 || (rc = open_store(p)) != 0) {
 		GK_ERROR("primary", "cannot switch to the installed store", "err=\"%s\"",
@@ -1403,8 +1405,10 @@ static void finish_ready(prim_t *p)
 		kv_log_read_end(&p->lrt);
 	serve_reads(p, false);
 	on_role_change(p);
-	if (rd->n_committed)
+	if (rd->n_committed) {
 		publish_status(p);
+		prim__feed_notify(p);
+	}
 	swap_snapshot(p);
 	prim__peers_resume(p);
 	prim__drive(p);
@@ -1666,6 +1670,7 @@ void prim__status(prim_t *p, proto_status_t *st)
 		if (st->is_leader && raft_peer_match(&p->raft, m->id, &m->match) == 0)
 			m->flags |= PROTO_MEMBER_MATCH;
 	}
+	prim__feed_status(p, st);
 }
 
 /* ---- store sync and compaction ------------------------------------------------------- */
@@ -1809,6 +1814,7 @@ void prim__maybe_finish(prim_t *p)
 	prim__peers_close(p);
 	prim__stop_sweep(p);
 	prim__metrics_close(p);
+	prim__feed_close(p);
 	prim__close_all(p);
 	/* A peer that stopped reading would keep its connection (and us) open forever. */
 	uv_timer_start(&p->stop_timer, on_stop_timer, STOP_FLUSH_MS, 0);
@@ -2220,18 +2226,23 @@ int prim_run(const prim_config_t *cfg)
 		goto out;
 	p->synced_applied = 0;
 	publish_status(p);
-	if ((rc = prim__tls_init(p)) != 0)
+	if ((rc = prim__tls_init(p)) != 0 || (rc = prim__feed_start(p)) != 0)
 		goto out;
-	if ((rc = prim__metrics_listen(p)) != 0)
+	if ((rc = prim__metrics_listen(p)) != 0) {
+		prim__feed_close(p);
+		uv_run(p->loop, UV_RUN_NOWAIT);
 		goto out;
+	}
 	if ((rc = prim__peers_start(p)) != 0) {
 		prim__metrics_close(p);
+		prim__feed_close(p);
 		uv_run(p->loop, UV_RUN_NOWAIT);
 		goto out;
 	}
 	if ((rc = prim__listen(p)) != 0) {
 		prim__peers_close(p);
 		prim__metrics_close(p);
+		prim__feed_close(p);
 		uv_run(p->loop, UV_RUN_NOWAIT);
 		goto out;
 	}

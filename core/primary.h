@@ -70,6 +70,8 @@ typedef struct prim_config {
 	uint32_t tick_ms;           /* raft tick (default 20) */
 	uint32_t election_ticks;    /* election timeout in ticks, randomized [t, 2t) (default 10) */
 	uint32_t prop_timeout_ms;   /* a proposal unanswered this long gets PROTO_ETIMEDOUT */
+	char feed_listen[256];      /* leaf feed listener HOST:PORT ("" = no feed) */
+	size_t feed_max_out;        /* queued feed output per leaf (0 = 4 MiB) */
 } prim_config_t;
 
 /* Fill c with the defaults above. */

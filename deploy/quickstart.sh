@@ -10,10 +10,13 @@
 # Env: GEOKV_KEYS (sample keys to load, default 10000), GEOKV_PRIMARY_PORT (default 7400),
 #      GEOKV_GATEWAY_PORT (default 8443). A busy port is skipped for the next free one.
 #
-# What runs today: three geokv-primary processes forming one Raft group (client ports
+# What runs: three geokv-primary processes forming one Raft group (client ports
 # GEOKV_PRIMARY_PORT and the next two free ones, TLS with dev certificates; peer traffic on
-# loopback ports from 7410, plain), and geokv-gateway reading member 1's state/ store
-# read-only over HTTPS. The leaf joins this script when it lands (see README.md, "Status").
+# loopback ports from 7410, plain; leaf feed on ports from 7420, TLS), leaf 1 following the
+# primaries' feed (TLS, client certificate) and serving its own feed (from 7430), leaf 2
+# following leaf 1, and geokv-gateway reading leaf 2's state/ store read-only over HTTPS:
+# the whole shape of the product, publisher -> primaries -> leaf -> leaf -> gateway.
+# Leaf metrics and probes: plain HTTP on ports from 7440.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -66,12 +69,13 @@ ninja -C "$build" >/dev/null || { ninja -C "$build" | tail -30; die "build faile
 geokv=$build/proto/geokv
 primary=$build/core/geokv-primary
 gateway=$build/gateway/geokv-gateway
-for b in "$geokv" "$primary" "$gateway"; do [ -x "$b" ] || die "missing binary $b"; done
+leaf=$build/leaf/geokv-leaf
+for b in "$geokv" "$primary" "$gateway" "$leaf"; do [ -x "$b" ] || die "missing binary $b"; done
 
 stop_all
 # A quick start is a demo: begin from empty stores every time, so a run folder left by an
 # older checkout (or a half-finished run) can never get in the way.
-rm -rf "$run"/primary* "$run"/*.log "$run/sample.ndjson"
+rm -rf "$run"/primary* "$run"/leaf* "$run"/*.log "$run/sample.ndjson"
 mkdir -p "$run"
 deploy/certs.sh "$run/certs" >/dev/null
 
@@ -79,9 +83,12 @@ taken=" "
 # pick START: the first free port from START not already handed out, in $PICKED (no
 # subshell, so $taken accumulates)
 pick() { PICKED=$1; while ! port_free "$PICKED" || [[ "$taken" == *" $PICKED "* ]]; do PICKED=$((PICKED + 1)); done; taken+="$PICKED "; }
-declare -a cport pport
+declare -a cport pport fport lport mport
 for i in 1 2 3; do pick "${GEOKV_PRIMARY_PORT:-7400}"; cport[i]=$PICKED; done
 for i in 1 2 3; do pick 7410; pport[i]=$PICKED; done
+for i in 1 2 3; do pick 7420; fport[i]=$PICKED; done
+for i in 1 2; do pick 7430; lport[i]=$PICKED; done
+for i in 1 2; do pick 7440; mport[i]=$PICKED; done
 pick "${GEOKV_GATEWAY_PORT:-8443}"; gport=$PICKED
 peers="1=127.0.0.1:${pport[1]},2=127.0.0.1:${pport[2]},3=127.0.0.1:${pport[3]}"
 server="127.0.0.1:${cport[1]},127.0.0.1:${cport[2]},127.0.0.1:${cport[3]}"
@@ -89,7 +96,7 @@ server="127.0.0.1:${cport[1]},127.0.0.1:${cport[2]},127.0.0.1:${cport[3]}"
 for i in 1 2 3; do
 	mkdir -p "$run/primary$i"
 	"$primary" --data "$run/primary$i" --listen "127.0.0.1:${cport[i]}" --node-id "$i" \
-		--cluster-id quickstart --peers "$peers" \
+		--cluster-id quickstart --peers "$peers" --feed-listen "127.0.0.1:${fport[i]}" \
 		--cert "$run/certs/server.crt" --key "$run/certs/server.key" \
 		>>"$run/primary$i.log" 2>&1 &
 	echo $! >"$run/primary$i.pid"
@@ -123,7 +130,33 @@ for i in range(int(sys.argv[1])):
 PY
 "$geokv" -s "$server" --tls-ca "$run/certs/ca.crt" load cards "$run/sample.ndjson" >&2 || die "load failed"
 
-"$gateway" --data "$run/primary1/state" --listen "127.0.0.1:$gport" \
+# Leaves: 1 follows the primaries, 2 follows 1 (a fan-out tree), both over TLS with the dev
+# certificate as client certificate; each also serves the feed to leaves below it.
+feeds="127.0.0.1:${fport[1]},127.0.0.1:${fport[2]},127.0.0.1:${fport[3]}"
+start_leaf() { # N SOURCES
+	"$leaf" --data "$run/leaf$1" --primaries "$2" --node-id "$1" --name "leaf$1" \
+		--cluster-id quickstart --listen "127.0.0.1:${lport[$1]}" \
+		--metrics-listen "127.0.0.1:${mport[$1]}" --ca "$run/certs/ca.crt" \
+		--cert "$run/certs/server.crt" --key "$run/certs/server.key" \
+		>>"$run/leaf$1.log" 2>&1 &
+	echo $! >"$run/leaf$1.pid"
+}
+start_leaf 1 "$feeds"
+start_leaf 2 "127.0.0.1:${lport[1]}"
+# ready: leaf 2 (two hops away) has applied what the group committed
+target=$("$geokv" -s "$server" --tls-ca "$run/certs/ca.crt" status | awk '/^applied index:/ { print $3 }')
+for i in $(seq 150); do
+	got=$(curl -s "http://127.0.0.1:${mport[2]}/healthz" | sed -n 's/.*"applied":\([0-9]*\).*/\1/p')
+	[ -n "$got" ] && [ "$got" -ge "$target" ] && break
+	for n in 1 2; do
+		kill -0 "$(cat "$run/leaf$n.pid")" 2>/dev/null || die "leaf $n exited; see $run/leaf$n.log"
+	done
+	sleep 0.1
+done
+[ -n "$got" ] && [ "$got" -ge "$target" ] || die "leaf 2 did not catch up; see $run/leaf*.log"
+log "leaf 1 follows the primaries, leaf 2 follows leaf 1 (feeds on 127.0.0.1:${lport[1]}, ${lport[2]}; probes on http://127.0.0.1:${mport[1]}, ${mport[2]}; logs: run/leaf{1,2}.log)"
+
+"$gateway" --data "$run/leaf2/state" --listen "127.0.0.1:$gport" \
 	--cert "$run/certs/server.crt" --key "$run/certs/server.key" --bucket cards \
 	>>"$run/gateway.log" 2>&1 &
 echo $! >"$run/gateway.pid"
@@ -142,8 +175,9 @@ EOF
 
 cat <<EOF
 
-geokv is running: a three-member primary group on $server,
-an HTTPS gateway on 127.0.0.1:$gport, $nkeys keys in bucket 'cards'.
+geokv is running: a three-member primary group on $server, leaf 1 following
+it, leaf 2 following leaf 1, and an HTTPS gateway on 127.0.0.1:$gport serving leaf 2's copy;
+$nkeys keys in bucket 'cards'.
 
 Read a key over HTTPS:
   curl --cacert run/certs/ca.crt https://127.0.0.1:$gport/kv/card.0000042
@@ -152,5 +186,7 @@ More:
   $build/proto/geokv -s $server --tls-ca run/certs/ca.crt get cards card.0000042
   $build/proto/geokv -s $server --tls-ca run/certs/ca.crt status --checksum
   curl --cacert run/certs/ca.crt https://127.0.0.1:$gport/healthz
+  curl http://127.0.0.1:${mport[2]}/healthz      # leaf 2: lag, source
+  curl http://127.0.0.1:${mport[1]}/metrics      # leaf 1: geokv_leaf_*, and its feed to leaf 2
   deploy/quickstart.sh stop
 EOF

@@ -724,6 +724,29 @@ static int status_json(json_t *js, const member_row_t *rows, int n, int self, ui
 	return d == 1 ? CLI_ERR : down ? CLI_CONN : CLI_OK;
 }
 
+typedef struct leaf_row {
+	uint64_t id;
+	uint8_t flags;
+	uint64_t applied, lag_ms, contact_ms, lag;
+	char name[256];
+} leaf_row_t;
+
+/* Lag in entries behind the answering member's commit index, and in ms as the leaf
+ * reported it (the leader's clock). */
+static void print_leaves(const leaf_row_t *r, unsigned n)
+{
+	if (n == 0)
+		return;
+	printf("\nleaves:\n  %-4s %-6s %-24s %-12s %12s %10s %9s %11s\n", "", "ID", "NAME", "STATE",
+	       "APPLIED", "LAG", "LAG_MS", "CONTACT_MS");
+	for (unsigned i = 0; i < n; i++)
+		printf("  leaf %-6llu %-24s %-12s %12llu %10llu %9llu %11llu\n",
+		       (unsigned long long)r[i].id, r[i].name,
+		       (r[i].flags & PROTO_LEAF_CONNECTED) ? "connected" : "disconnected",
+		       (unsigned long long)r[i].applied, (unsigned long long)r[i].lag,
+		       (unsigned long long)r[i].lag_ms, (unsigned long long)r[i].contact_ms);
+}
+
 /*
  * status: the member asked, then every member of its configuration, each asked in turn for
  * its own view (role, term, commit, applied) and, with --checksum, its content checksum (a
@@ -743,6 +766,18 @@ static int prep_status(cli_ctx_t *cx, call_t *cl)
 		return cx->open_exit;
 	if ((rc = kvc_status(k, &s)) != 0)
 		return cli_fail(cx, rc, NULL);
+	/* The leaves this member feeds, copied out (the views end with the next call) and
+	 * printed last, as "  leaf ID ..." rows (scripts that read member rows, "  ID ...",
+	 * never see them). */
+	static leaf_row_t lrows[PROTO_MAX_LEAVES];
+	unsigned nl = s.nleaves;
+	for (unsigned i = 0; i < nl; i++) {
+		const proto_leaf_info_t *lf = &s.leaves[i];
+		lrows[i] = (leaf_row_t){lf->id, lf->flags, lf->applied, lf->lag_ms, lf->contact_age_ms,
+					s.commit > lf->applied ? s.commit - lf->applied : 0, ""};
+		snprintf(lrows[i].name, sizeof lrows[i].name, "%.*s", (int)lf->name.len,
+			 lf->name.len ? (const char *)lf->name.p : "");
+	}
 	json_t *js = NULL;
 	if (cx->json) {
 		js = json_pack("{sIsssbss#sIsIsIsIsIsIss#}", "node", (json_int_t)s.node_id,
@@ -755,6 +790,17 @@ static int prep_status(cli_ctx_t *cx, call_t *cl)
 			       "version", s.version.len ? (const char *)s.version.p : "", (int)s.version.len);
 		if (!js)
 			return cli_fail(cx, -12, NULL);
+		if (nl > 0) {
+			json_t *ls = json_array();
+			for (unsigned i = 0; i < nl; i++)
+				json_array_append_new(ls, json_pack("{sIsssbsIsIsIsI}",
+					"id", (json_int_t)lrows[i].id, "name", lrows[i].name,
+					"connected", (lrows[i].flags & PROTO_LEAF_CONNECTED) != 0,
+					"applied", (json_int_t)lrows[i].applied,
+					"lag", (json_int_t)lrows[i].lag, "lag_ms", (json_int_t)lrows[i].lag_ms,
+					"contact_ms", (json_int_t)lrows[i].contact_ms));
+			json_object_set_new(js, "leaves", ls);
+		}
 		if (s.nmembers == 0) {
 			cli_json_emit(js);
 			return CLI_OK;
@@ -771,8 +817,10 @@ static int prep_status(cli_ctx_t *cx, call_t *cl)
 	printf("log:           %llu..%llu\n", (unsigned long long)s.first_index,
 	       (unsigned long long)s.last_index);
 	printf("version:       %.*s\n", (int)s.version.len, s.version.len ? (const char *)s.version.p : "");
-	if (s.nmembers == 0)
+	if (s.nmembers == 0) {
+		print_leaves(lrows, nl);
 		return CLI_OK;
+	}
 
 members:
 	/* copy out: the views end with the next call */
@@ -837,6 +885,7 @@ members:
 		}
 		printf("\n");
 	}
+	print_leaves(lrows, nl);
 	if (cl->o.checksum) {
 		int d = checksums_differ(rows, n);
 		if (d == 1)

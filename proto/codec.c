@@ -710,6 +710,20 @@ int proto_status_encode(proto_wbuf_t *w, const proto_status_t *s)
 		proto_put_u64(w, m->match);
 		put_field(w, 1, m->addr, PROTO_MAX_ADDR);
 	}
+	if (s->nleaves > PROTO_MAX_LEAVES)
+		return PROTO_ETOOBIG;
+	proto_put_u8(w, s->nleaves);
+	{
+		for (unsigned i = 0; i < s->nleaves; i++) {
+			const proto_leaf_info_t *l = &s->leaves[i];
+			proto_put_u64(w, l->id);
+			proto_put_u8(w, l->flags);
+			proto_put_u64(w, l->applied);
+			proto_put_u64(w, l->lag_ms);
+			proto_put_u64(w, l->contact_age_ms);
+			put_field(w, 1, l->name, UINT8_MAX);
+		}
+	}
 	return w->err;
 }
 
@@ -742,6 +756,22 @@ int proto_status_decode(const uint8_t *p, size_t len, proto_status_t *s)
 		m->addr = proto_get_bytes(&c, 1, PROTO_MAX_ADDR);
 		if (c.err == 0 && (m->flags & ~PROTO_MEMBER_FLAGS))
 			return PROTO_EBADMSG;
+	}
+	s->nleaves = proto_get_u8(&c);
+	if (c.err == 0) {
+		if (s->nleaves > PROTO_MAX_LEAVES)
+			return PROTO_EBADMSG;
+		for (unsigned i = 0; i < s->nleaves && c.err == 0; i++) {
+			proto_leaf_info_t *l = &s->leaves[i];
+			l->id = proto_get_u64(&c);
+			l->flags = proto_get_u8(&c);
+			l->applied = proto_get_u64(&c);
+			l->lag_ms = proto_get_u64(&c);
+			l->contact_age_ms = proto_get_u64(&c);
+			l->name = proto_get_bytes(&c, 1, UINT8_MAX);
+			if (c.err == 0 && (l->flags & ~PROTO_LEAF_FLAGS))
+				return PROTO_EBADMSG;
+		}
 	}
 	return cur_done(&c);
 }

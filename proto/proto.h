@@ -356,8 +356,22 @@ typedef struct proto_member {
 	proto_bytes_t addr;        /* its client address, "" while not yet learned */
 } proto_member_t;
 
+/* A leaf the answering node feeds (or fed): u64 id, u8 flags, u64 applied, u64 lag_ms,
+ * u64 contact_age_ms, bytes(u8) name. */
+#define PROTO_MAX_LEAVES 64
+enum { PROTO_LEAF_CONNECTED = 1, PROTO_LEAF_FLAGS = 1 };
+typedef struct proto_leaf_info {
+	uint64_t id;
+	uint8_t flags;             /* PROTO_LEAF_* */
+	uint64_t applied;          /* applied index the leaf last reported */
+	uint64_t lag_ms;           /* the lag it last reported, leader's clock */
+	uint64_t contact_age_ms;   /* since its last frame, answering node's clock */
+	proto_bytes_t name;
+} proto_leaf_info_t;
+
 /* u64 node_id, u8 role, u8 is_leader (0|1), u64 term, u64 revision, u64 applied, u64 commit,
- * u64 first_index, u64 last_index, bytes(u8) leader, bytes(u8) version, u8 n, n x member */
+ * u64 first_index, u64 last_index, bytes(u8) leader, bytes(u8) version, u8 n, n x member,
+ * u8 nleaves (<= 64), nleaves x leaf info */
 typedef struct proto_status {
 	uint64_t node_id;
 	uint8_t role;              /* proto_role */
@@ -372,6 +386,8 @@ typedef struct proto_status {
 	proto_bytes_t version;     /* software version */
 	uint8_t nmembers;          /* voters of its configuration, <= PROTO_MAX_MEMBERS */
 	proto_member_t members[PROTO_MAX_MEMBERS];
+	uint8_t nleaves;           /* leaves it feeds or fed, <= PROTO_MAX_LEAVES */
+	proto_leaf_info_t leaves[PROTO_MAX_LEAVES];
 } proto_status_t;
 
 /* HASH: u64 applied, u64 revision, u64 records, u64 hash. The hash is XXH64 of the store's

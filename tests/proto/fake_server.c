@@ -359,7 +359,7 @@ static void handle_req(fconn_t *c, uint64_t id, const uint8_t *p, uint32_t len)
 	case PROTO_OP_STATUS: {
 		proto_status_t st = {1, PROTO_ROLE_PRIMARY, true, 1, f->rev, f->rev, f->rev, 1,
 				     f->rev, {(const uint8_t *)"fake", 4}, {(const uint8_t *)"test", 4}, 0,
-				     {{0}}};
+				     {{0}}, 0, {{0}}};
 		proto_status_encode(&w, &st);
 		break;
 	}

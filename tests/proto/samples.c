@@ -213,10 +213,20 @@ size_t samples_build(sample_t *out, size_t max)
 		proto_status_t st = {1, PROTO_ROLE_PRIMARY, true, 3, 100, 120, 120, 1, 120,
 				      B("127.0.0.1:7400"), B("0.1.0"), 2,
 				      {{1, PROTO_MEMBER_SELF | PROTO_MEMBER_UP, 120, B("127.0.0.1:7400")},
-				       {2, PROTO_MEMBER_MATCH, 118, B("127.0.0.1:7401")}}};
+				       {2, PROTO_MEMBER_MATCH, 118, B("127.0.0.1:7401")}},
+				      0, {{0}}};
 		proto_wbuf_init(&w, s->buf, sizeof s->buf);
 		proto_status_encode(&w, &st);
 		s->len = proto_wbuf_len(&w);
+		/* the same with the optional leaves section */
+		if ((s = add(out, &n, max, "resp_status_leaves", SK_STATUS))) {
+			st.nleaves = 2;
+			st.leaves[0] = (proto_leaf_info_t){7, PROTO_LEAF_CONNECTED, 119, 3, 40, B("leaf-a")};
+			st.leaves[1] = (proto_leaf_info_t){8, 0, 90, 0, 60000, B("")};
+			proto_wbuf_init(&w, s->buf, sizeof s->buf);
+			proto_status_encode(&w, &st);
+			s->len = proto_wbuf_len(&w);
+		}
 	}
 	if ((s = add(out, &n, max, "resp_hash", SK_HASH))) {
 		proto_hash_t h = {120, 100, 5000, 0x0123456789abcdefULL};

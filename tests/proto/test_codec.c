@@ -443,14 +443,34 @@ Test(proto_codec, response_enums_out_of_range_are_badmsg)
 	cr_assert_eq(st.members[0].id, 7);
 	cr_assert_eq(st.members[0].match, 5);
 	cr_assert_eq(st.members[0].addr.len, 3);
-	buf[n - 4 - 8 - 1] = 0x80; /* the member's flags byte */
+	buf[n - 1 - 4 - 8 - 1] = 0x80; /* the member's flags byte */
 	cr_assert_eq(proto_status_decode(buf, n, &st), PROTO_EBADMSG);
-	buf[n - 4 - 8 - 1] = PROTO_MEMBER_UP;
-	buf[n - 4 - 8 - 1 - 8 - 1] = PROTO_MAX_MEMBERS + 1; /* the count */
+	buf[n - 1 - 4 - 8 - 1] = PROTO_MEMBER_UP;
+	buf[n - 1 - 4 - 8 - 1 - 8 - 1] = PROTO_MAX_MEMBERS + 1; /* the count */
 	cr_assert_eq(proto_status_decode(buf, n, &st), PROTO_EBADMSG);
 	ms.nmembers = PROTO_MAX_MEMBERS + 1;
 	proto_wbuf_init(&w, buf, sizeof buf);
 	cr_assert_eq(proto_status_encode(&w, &ms), PROTO_ETOOBIG);
+
+	/* leaves: at most PROTO_MAX_LEAVES, flags only the known bits */
+	proto_status_t ls = {0};
+	ls.nleaves = 1;
+	ls.leaves[0] = (proto_leaf_info_t){9, PROTO_LEAF_CONNECTED, 50, 2, 30, B("lf")};
+	proto_wbuf_init(&w, buf, sizeof buf);
+	cr_assert_eq(proto_status_encode(&w, &ls), 0);
+	n = proto_wbuf_len(&w);
+	cr_assert_eq(proto_status_decode(buf, n, &st), 0);
+	cr_assert_eq(st.nleaves, 1);
+	cr_assert_eq(st.leaves[0].applied, 50);
+	cr_assert_eq(st.leaves[0].name.len, 2);
+	buf[n - 3 - 24 - 1] = 2; /* the leaf's flags byte */
+	cr_assert_eq(proto_status_decode(buf, n, &st), PROTO_EBADMSG);
+	buf[n - 3 - 24 - 1] = PROTO_LEAF_CONNECTED;
+	buf[n - 3 - 24 - 1 - 8 - 1] = PROTO_MAX_LEAVES + 1; /* the count */
+	cr_assert_eq(proto_status_decode(buf, n, &st), PROTO_EBADMSG);
+	ls.nleaves = PROTO_MAX_LEAVES + 1;
+	proto_wbuf_init(&w, buf, sizeof buf);
+	cr_assert_eq(proto_status_encode(&w, &ls), PROTO_ETOOBIG);
 
 	proto_error_t e = {0, B("x"), B(""), 0, 0};
 	proto_wbuf_init(&w, buf, sizeof buf);
