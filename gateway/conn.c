@@ -362,6 +362,7 @@ static void settle(gw_conn_t *c)
 
 	gw_out_flush(&w->out);
 	gw_ctx_end_read(&w->ctx);
+	gw__worker_store_sync(w);
 	if (w->out.err != 0) {
 		c->had_error = true;
 		close_now(c);
@@ -925,6 +926,7 @@ void gw__conn_wait_tick(gw_worker_t *w, uint64_t now)
 	}
 	/* A fresh snapshot: the revision must be read after the node published it. */
 	gw_ctx_end_read(&w->ctx);
+	gw__worker_store_sync(w);
 	rev = gw_node_revision(&w->ctx);
 	gw_ctx_end_read(&w->ctx);
 	for (; c != NULL; c = next) {

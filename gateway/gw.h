@@ -4,7 +4,8 @@
  * Shape: main.c reads the configuration, loads certificates and starts N worker threads
  * (worker.c), each with its own libuv loop and its own SO_REUSEPORT listener, read
  * transaction, node-status mapping and TLS configuration; the only things the threads share
- * are the read-only store handle, session-ticket keys and cache (proto_tls_shared_t), and each
+ * are the read-only store handle (a generation, replaced when the node swaps state/: see
+ * gw_storegen_t), session-ticket keys and cache (proto_tls_shared_t), and each
  * other's counters (read at /metrics). A connection (conn.c) lives on one worker: it feeds
  * bytes through TLS (proto/tls.h) into the HTTP parser (http.c), asks route.c what was asked
  * for and respond.c to answer it into the worker's output staging buffer (out.c). The
@@ -242,6 +243,24 @@ void gw_ctx_end_read(gw_ctx_t *x);
 
 struct gw_conn;
 
+/*
+ * One opened state/ store. The node replaces state/ wholesale when it installs a snapshot
+ * (a new directory renamed into place), so the main thread watches the identity of
+ * state/data.mdb and, when it changes, opens the new store as the next generation and links
+ * it from the current one (`next`, release-stored). A worker follows `next` at a request
+ * boundary (one atomic load on the request path), ending its read txn first, and drops one
+ * reference on every generation it leaves. refs starts at nworkers + 1 (the main thread's,
+ * dropped when it links a successor); the last reference closes the store.
+ */
+typedef struct gw_storegen {
+	kv_store_t *store;
+	uint64_t dev, ino;           /* identity of the data.mdb it opened */
+	_Atomic(struct gw_storegen *) next;
+	_Atomic uint32_t refs;
+} gw_storegen_t;
+
+void gw_storegen_release(gw_storegen_t *g);
+
 typedef struct gw_tlsgen {   /* a worker's TLS configuration of one certificate generation */
 	proto_tls_conf_t conf;
 	unsigned gen;
@@ -262,6 +281,7 @@ typedef struct gw_worker {
 	uv_idle_t resume;            /* runs connections that yielded after a request burst */
 	gw_stats_t stats;
 	gw_ctx_t ctx;
+	gw_storegen_t *sg;           /* the store generation this worker reads */
 	kv_rtxn_t rtxn;
 	bool rtxn_open;
 	kv_nodestat_t ns;
@@ -287,7 +307,9 @@ typedef struct gw_worker {
 
 typedef struct gw_main {
 	gw_config_t cfg;
-	kv_store_t *store;
+	gw_storegen_t *first;        /* the generation opened at start (workers begin there) */
+	gw_storegen_t *cur;          /* newest generation; main thread only */
+	uint64_t bad_dev, bad_ino;   /* a replacement that failed to open (logged once) */
 	proto_tls_opts_t tls_opts;
 	proto_tls_shared_t tls_shared;
 	uv_mutex_t pem_lock;
@@ -306,6 +328,8 @@ typedef struct gw_main {
 int gw_worker_start(gw_worker_t *w);     /* spawns the thread; waits until it listens */
 void gw_worker_join(gw_worker_t *w);
 void gw_worker_wake(gw_worker_t *w);     /* thread-safe: check reload / stop */
+/* At a request boundary: switch to the newest store generation if there is one. */
+void gw__worker_store_sync(gw_worker_t *w);
 
 /* Connections on the metrics listener, per process (it lives on worker 0); more wait. */
 #define GW_METRICS_MAX_CONNS 64

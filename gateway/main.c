@@ -3,7 +3,8 @@
  *
  * The main thread owns the configuration, the store handle (read-only, shared by the
  * workers: LMDB allows a read txn per thread on one environment) and the TLS files; it runs a
- * small loop that only waits for signals:
+ * small loop that waits for signals and, every 250 ms, checks whether the node replaced
+ * state/ (store_check_cb: then the new store is opened and the workers follow it):
  *   SIGHUP   re-read certificate and key; workers switch for new connections, open ones keep
  *            theirs. A broken file is logged and the old certificate stays.
  *   SIGTERM / SIGINT  stop accepting, finish open requests (up to shutdown_grace_ms), exit 0.
@@ -11,10 +12,12 @@
 #include "gateway/gw.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "proto/log.h"
@@ -116,6 +119,92 @@ static int check_reader_slot(kv_store_t *store, char *why, size_t n)
 	return 0;
 }
 
+static void wake_all(gw_main_t *m);
+
+/* Identity of the data.mdb an environment has open (its own fd, not the path's). */
+static int env_ident(kv_store_t *s, uint64_t *dev, uint64_t *ino)
+{
+	mdb_filehandle_t fd;
+	struct stat st;
+
+	if (mdb_env_get_fd(kv_env(s), &fd) != 0 || fstat(fd, &st) != 0)
+		return -1;
+	*dev = (uint64_t)st.st_dev;
+	*ino = (uint64_t)st.st_ino;
+	return 0;
+}
+
+/* Open the store in cfg.data as a generation with `refs` references. 0 or an error (logged
+ * by the caller). */
+static int open_gen(gw_main_t *m, uint32_t refs, gw_storegen_t **out, char *why, size_t n)
+{
+	kv_opts_t kopts = {.flags = KV_OPEN_RDONLY};
+	gw_storegen_t *g = calloc(1, sizeof *g);
+	int rc;
+
+	*out = NULL;
+	if (g == NULL)
+		return -ENOMEM;
+	if ((rc = kv_open(&g->store, m->cfg.data, &kopts)) != 0) {
+		snprintf(why, n, "%s", geokv_errname(rc));
+		free(g);
+		return rc;
+	}
+	if (check_reader_slot(g->store, why, n) != 0 || env_ident(g->store, &g->dev, &g->ino) != 0) {
+		if (why[0] == '\0')
+			snprintf(why, n, "cannot stat data.mdb");
+		kv_close(g->store);
+		free(g);
+		return -EPERM;
+	}
+	atomic_init(&g->next, NULL);
+	atomic_init(&g->refs, refs);
+	*out = g;
+	return 0;
+}
+
+/*
+ * Every 250 ms: has the node replaced state/ (a snapshot install renames a new directory
+ * into place)? Then open the new store and link it after the current one; workers switch
+ * at their next request boundary and the last one to leave the old store closes it. LMDB
+ * must never open the same file twice in a process, hence the identity comparison with the
+ * file the current environment holds.
+ */
+static void store_check_cb(uv_timer_t *t)
+{
+	gw_main_t *m = t->data;
+	char path[4096], why[256] = "";
+	struct stat st;
+	gw_storegen_t *g, *old = m->cur;
+
+	if (atomic_load(&m->stop))
+		return;
+	snprintf(path, sizeof path, "%s/data.mdb", m->cfg.data);
+	if (stat(path, &st) != 0)
+		return; /* mid-swap (state/ renamed away, the new one not yet in place) */
+	if ((uint64_t)st.st_dev == old->dev && (uint64_t)st.st_ino == old->ino)
+		return;
+	if (open_gen(m, m->nworkers + 1, &g, why, sizeof why) != 0) {
+		if ((uint64_t)st.st_dev != m->bad_dev || (uint64_t)st.st_ino != m->bad_ino)
+			GK_WARN("gateway", "store replaced, cannot open the new one; serving the old",
+				"dir=%s err=\"%s\"", m->cfg.data, why);
+		m->bad_dev = (uint64_t)st.st_dev;
+		m->bad_ino = (uint64_t)st.st_ino;
+		return;
+	}
+	if (g->dev == old->dev && g->ino == old->ino) { /* swapped back under us: keep the old */
+		kv_close(g->store);
+		free(g);
+		return;
+	}
+	m->cur = g;
+	atomic_store_explicit(&old->next, g, memory_order_release);
+	GK_INFO("gateway", "store replaced, reopened", "dir=%s applied=%" PRIu64 " revision=%"
+		PRIu64, m->cfg.data, kv_applied_index(g->store), kv_revision(g->store));
+	gw_storegen_release(old); /* the main thread's reference */
+	wake_all(m);
+}
+
 static void wake_all(gw_main_t *m)
 {
 	for (uint32_t i = 0; i < m->nworkers; i++)
@@ -155,7 +244,7 @@ int main(int argc, char **argv)
 	enum geokv_log_level lvl;
 	uv_loop_t *loop;
 	uv_signal_t sig_hup, sig_term, sig_int;
-	kv_opts_t kopts = {.flags = KV_OPEN_RDONLY};
+	uv_timer_t store_timer;
 	char err[256] = "";
 	uint32_t started = 0;
 	int rc;
@@ -180,21 +269,31 @@ int main(int argc, char **argv)
 			 m.cfg.metrics_listen);
 		return 2;
 	}
-	rc = kv_open(&m.store, m.cfg.data, &kopts);
+	kv_store_t *store = NULL;
+	kv_opts_t kopts = {.flags = KV_OPEN_RDONLY};
+	rc = kv_open(&store, m.cfg.data, &kopts);
 	if (rc != 0) {
 		GK_ERROR("gateway", "cannot open store", "dir=%s err=%s%s", m.cfg.data,
 			 geokv_errname(rc), rc == -EACCES || rc == -EROFS
 			 ? " hint=\"the gateway needs write access to lock.mdb\"" : "");
 		return 1;
 	}
-	if (check_reader_slot(m.store, err, sizeof err) != 0) {
+	if (check_reader_slot(store, err, sizeof err) != 0) {
 		GK_ERROR("gateway", "store readers cannot register, refusing to start",
 			 "dir=%s lock=%s/lock.mdb err=\"%s\" hint=\"the gateway needs write access "
 			 "to lock.mdb (mount state/ read-write; data.mdb may stay read-only)\"",
 			 m.cfg.data, m.cfg.data, err);
-		kv_close(m.store);
+		kv_close(store);
 		return 1;
 	}
+	if ((m.first = calloc(1, sizeof *m.first)) == NULL ||
+	    env_ident(store, &m.first->dev, &m.first->ino) != 0) {
+		GK_ERROR("gateway", "cannot stat the store file", "dir=%s", m.cfg.data);
+		kv_close(store);
+		return 1;
+	}
+	m.first->store = store;
+	m.cur = m.first;
 	uv_mutex_init(&m.pem_lock);
 	if (!m.cfg.plain) {
 		m.tls_opts = (proto_tls_opts_t){
@@ -211,6 +310,8 @@ int main(int argc, char **argv)
 	m.nworkers = m.cfg.workers ? m.cfg.workers : uv_available_parallelism();
 	if (m.nworkers == 0)
 		m.nworkers = 1;
+	atomic_init(&m.first->next, NULL);
+	atomic_init(&m.first->refs, m.nworkers + 1); /* every worker + the main thread */
 	if (!m.cfg.plain && m.cfg.handshake_threads >= 0 && getenv("UV_THREADPOOL_SIZE") == NULL) {
 		/* Full handshakes run on libuv's pool (conn.c); size it before its first use.
 		 * One thread per core: more only queue for the same CPUs. */
@@ -258,6 +359,9 @@ int main(int argc, char **argv)
 	uv_signal_start(&sig_hup, on_signal, SIGHUP);
 	uv_signal_start(&sig_term, on_signal, SIGTERM);
 	uv_signal_start(&sig_int, on_signal, SIGINT);
+	uv_timer_init(loop, &store_timer);
+	store_timer.data = &m;
+	uv_timer_start(&store_timer, store_check_cb, 250, 250);
 	uv_run(loop, UV_RUN_DEFAULT);
 
 	for (uint32_t i = 0; i < m.nworkers; i++)
@@ -265,6 +369,7 @@ int main(int argc, char **argv)
 	uv_close((uv_handle_t *)&sig_hup, NULL);
 	uv_close((uv_handle_t *)&sig_term, NULL);
 	uv_close((uv_handle_t *)&sig_int, NULL);
+	uv_close((uv_handle_t *)&store_timer, NULL);
 	uv_run(loop, UV_RUN_DEFAULT);
 	uv_loop_close(loop);
 	if (!m.cfg.plain) {
@@ -273,7 +378,7 @@ int main(int argc, char **argv)
 	}
 	uv_mutex_destroy(&m.pem_lock);
 	free(m.workers);
-	kv_close(m.store);
+	gw_storegen_release(m.cur); /* the workers have dropped theirs: this closes it */
 	gw_config_free(&m.cfg);
 	GK_INFO("gateway", "stopped", NULL);
 	return 0;

@@ -310,7 +310,8 @@ static void metrics_text(gw_ctx_t *x, proto_metrics_buf_t *b)
 	proto_metrics_u64(b, "geokv_gateway_workers", NULL, nw);
 	proto_metrics_family(b, "geokv_gateway_corrupt_records_total", "counter",
 			     "Records refused because they failed their checksum (answered 503).");
-	proto_metrics_u64(b, "geokv_gateway_corrupt_records_total", NULL, kv_corrupt_count(x->store));
+	proto_metrics_u64(b, "geokv_gateway_corrupt_records_total", NULL,
+			  x->store != NULL ? kv_corrupt_count(x->store) : 0);
 
 	proto_metrics_family(b, "geokv_node_revision", "gauge", "Store revision applied by the node.");
 	proto_metrics_u64(b, "geokv_node_revision", NULL, gw_node_revision(x));

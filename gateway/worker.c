@@ -90,6 +90,40 @@ static void check_nodestat(gw_worker_t *w, uint64_t now)
 	}
 }
 
+void gw_storegen_release(gw_storegen_t *g)
+{
+	if (g == NULL || atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	if (atomic_load_explicit(&g->next, memory_order_acquire) != NULL)
+		GK_INFO("gateway", "old store closed", "no worker reads it any more");
+	kv_close(g->store);
+	free(g);
+}
+
+void gw__worker_store_sync(gw_worker_t *w)
+{
+	gw_storegen_t *g = w->sg, *n;
+
+	if (g == NULL || (n = atomic_load_explicit(&g->next, memory_order_acquire)) == NULL)
+		return;
+	/* The read txn belongs to the old environment: end and free it before letting go. */
+	gw_ctx_end_read(&w->ctx);
+	kv_read_close(&w->rtxn);
+	w->rtxn = (kv_rtxn_t){0};
+	for (;;) {
+		gw_storegen_t *nn = atomic_load_explicit(&n->next, memory_order_acquire);
+		gw_storegen_release(g);
+		g = n;
+		if (nn == NULL)
+			break;
+		n = nn;
+	}
+	w->sg = g;
+	w->ctx.store = g->store;
+	w->ctx.ctype_valid = false;
+	GK_DEBUG("gateway", "worker switched store", "worker=%u", w->id);
+}
+
 static void close_handles(gw_worker_t *w)
 {
 	if (!uv_is_closing((uv_handle_t *)&w->tick))
@@ -113,6 +147,7 @@ static void tick_cb(uv_timer_t *t)
 
 	update_date(w);
 	check_nodestat(w, now);
+	gw__worker_store_sync(w);
 	gw__conn_tick(w, now);
 	if (w->stopping) {
 		if (w->nconns > 0 && now >= w->stop_deadline_ms) {
@@ -219,6 +254,12 @@ static void thread_main(void *arg)
 	if (w->rtxn_open)
 		kv_read_end(&w->rtxn);
 	kv_read_close(&w->rtxn);
+	/* Drop our reference on our generation and on every later one (each counts us). */
+	for (gw_storegen_t *g = w->sg, *n; g != NULL; g = n) {
+		n = atomic_load_explicit(&g->next, memory_order_acquire);
+		gw_storegen_release(g);
+	}
+	w->sg = NULL;
 	kv_nodestat_close(&w->ns);
 	gw__worker_tls_release(w, w->tls);
 	w->tls = NULL;
@@ -251,8 +292,9 @@ int gw_worker_start(gw_worker_t *w)
 			return -EINVAL;
 	}
 	update_date(w);
+	w->sg = m->first;
 	w->ctx = (gw_ctx_t){
-		.cfg = &m->cfg, .store = m->store, .rtxn = &w->rtxn, .rtxn_open = &w->rtxn_open,
+		.cfg = &m->cfg, .store = m->first->store, .rtxn = &w->rtxn, .rtxn_open = &w->rtxn_open,
 		.ns = &w->ns, .stats = &w->stats, .workers = m->workers, .nworkers = m->nworkers,
 		.mbuf = &w->mbuf, .date = w->date,
 	};
