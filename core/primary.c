@@ -1270,6 +1270,14 @@ static void job_done(uv_work_t *req, int status)
 		 * whatever its leader sends) is survivable: restart in place, where admission
 		 * sees the disk as it now is. A failed fsync is not: exit. */
 		bool full = j->err == KV_EFULL || j->err == -ENOSPC || j->err == -EDQUOT;
+		if (j->err == -EIO) {
+			/* LMDB reports a short write (the disk filled during it) as EIO */
+			char logdir[1200];
+			uint64_t size;
+			dev_t dev;
+			snprintf(logdir, sizeof logdir, "%s/raft", p->cfg->data);
+			full = dir_free(logdir, &size, &dev) < disk_headroom(size);
+		}
 		GK_ERROR("primary", j->err == 0 ? "log fsync failed, exiting without acknowledging" :
 			 full ? "log append failed: disk or log map full, restarting in place" :
 			 "log append failed, exiting",
@@ -2106,9 +2114,17 @@ static int open_storage(prim_t *p)
 	kv_log_hard(p->log, &hs);
 	uint64_t bad = 0, upto = hs.commit < kv_log_last_index(p->log) ? hs.commit :
 			       kv_log_last_index(p->log);
-	if ((rc = apply_from_log(p, upto, &bad)) != 0 && rc != KV_ECORRUPT) {
+	rc = apply_from_log(p, upto, &bad);
+	if (rc == KV_EFULL) {
+		/* A full store: start anyway, with apply stalled (entries wait in the log and
+		 * apply resumes when space allows, as at run time), so the member still serves
+		 * reads, votes and keeps its log, and deletes can make room. */
+		GK_WARN("primary", "replay stopped: the store is full, apply waits for space",
+			"applied=%" PRIu64 " commit=%" PRIu64, kv_applied_index(p->store), upto);
+		rc = 1; /* skip the tail check below; not an error */
+	} else if (rc != 0 && rc != KV_ECORRUPT) {
 		GK_ERROR("primary", "replay failed", "err=%s hint=\"%s\"", geokv_errname(rc),
-			 rc == KV_EFULL ? "raise map-max" : "see previous errors");
+			 "see previous errors");
 		return rc;
 	}
 	if (rc == 0) {
@@ -2142,7 +2158,7 @@ static int open_storage(prim_t *p)
 		if (kv_applied_index(p->store) > kv_log_last_index(p->log) &&
 		    (rc = repair_from_peers(p, "store ahead of the repaired log", 0)) != 0)
 			return rc;
-	} else if (rc != 0) {
+	} else if (rc != 0 && rc != 1) {
 		return rc;
 	}
 	if (kv_applied_index(p->store) > 0)

@@ -82,6 +82,9 @@ def write(servers, bucket, ackfile, stopfile):
     servers = servers.split(",")
     acked = unknown = reconnects = 0
     n = 0
+    # GEOKV_WRITE_RATE=N: at most N puts a second (a short campaign keeps its data small)
+    rate = float(os.environ.get("GEOKV_WRITE_RATE", "0") or 0)
+    t0 = time.monotonic()
     last_ack = time.monotonic()
     longest = 0.0
     prefix = b"w%d-" % os.getpid()
@@ -98,6 +101,12 @@ def write(servers, bucket, ackfile, stopfile):
             try:
                 while not os.path.exists(stopfile):
                     while len(inflight) < WINDOW:
+                        if rate > 0:
+                            ahead = t0 + n / rate - time.monotonic()
+                            if ahead > 0:
+                                if inflight:
+                                    break  # collect answers meanwhile
+                                time.sleep(ahead)
                         n += 1
                         key = prefix + b"%09d" % n
                         inflight[n] = key
