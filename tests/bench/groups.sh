@@ -85,7 +85,11 @@ geokv_group() { # fresh group, bucket "bench"; GLEADER set
 	for i in 1 2 3; do wait_port "${GCP[i]}"; done
 	GLEADER=$(geokv_wait_leader)
 	for _ in $(seq 1 50); do
-		"$CLI" --timeout 5s -s "$GALL" bucket add bench >/dev/null 2>&1 && return 0
+		if "$CLI" --timeout 5s -s "$GALL" bucket add bench >/dev/null 2>&1 &&
+			"$CLI" --timeout 5s -s "$GALL" put bench ready x >/dev/null 2>&1; then
+			GLEADER=$(geokv_wait_leader) # the leader that committed them
+			return 0
+		fi
 		sleep 0.2
 	done
 	echo "bench: geokv bucket add failed" >&2; return 1

@@ -11,10 +11,13 @@ usage: kvdrive.py SYSTEM CMD ARGS...     SYSTEM: geokv | etcd
                                   "puts_per_s p99_ms errors"
   writer ADDR,... VALSIZE TIMEOUT_S OUTFILE
                                   sequential puts until SIGTERM; each acknowledged put appends
-                                  "wallclock_s" to OUTFILE; a put that fails or takes longer
+                                  "sent_s acked_s" (wall clock) to OUTFILE; a put that fails or takes longer
                                   than TIMEOUT_S is retried on the next address
-  gaps ACKFILE KILLFILE           per kill (wall-clock seconds, one a line): "to_first_ack_s
-                                  longest_gap_s", then "writes N"
+  gaps ACKFILE KILLFILE           per kill (wall-clock time the leader was dead, one a line):
+                                  "kill_to_ack_s longest_gap_s" (the first acknowledged write
+                                  sent after the kill; the longest gap between acknowledged
+                                  writes from the last before the kill to the next kill), then
+                                  "writes N"
 """
 import base64, json, os, signal, socket, struct, sys, threading, time, http.client
 
@@ -22,6 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import rawclient as rc  # noqa: E402
 
 BUCKET = b"bench"
+NO_LEADER = -30206
 
 
 def pct(a, q):
@@ -31,12 +35,28 @@ def pct(a, q):
 
 class Geokv:
     def __init__(self, addr, timeout=20):
-        self.c = rc.Conn(addr, cluster=os.environ.get("GEOKV_CLUSTER", "").encode())
+        # the HELLO under `timeout` too: a stopped member's kernel still accepts connections
+        self.c = rc.Conn(addr, hello=False)
         self.c.s.settimeout(timeout)
+        cluster = os.environ.get("GEOKV_CLUSTER", "").encode()
+        token = os.environ.get("GEOKV_TOKEN", "").encode()
+        self.c.send(rc.frame(rc.T_HELLO, 0, struct.pack("<HB", 1, 1) + rc.b8(cluster) + rc.b16(token)))
+        t, _, p = self.c.recv()
+        if t != rc.T_HELLO_OK:
+            raise RuntimeError("hello refused: %s" % (rc.describe_error(p),))
 
-    def put(self, key, value):
-        t, p = self.c.req(rc.enc_op("put", BUCKET, key, value))
-        if t != rc.T_RESP:
+    retries = 0
+
+    def put(self, key, value, retry=True):
+        while True:
+            t, p = self.c.req(rc.enc_op("put", BUCKET, key, value))
+            if t == rc.T_RESP:
+                return
+            # no leader (an election): retried, as the geokv client does, and counted
+            if retry and struct.unpack_from("<i", p)[0] == NO_LEADER:
+                Geokv.retries += 1
+                time.sleep(0.01)
+                continue
             raise RuntimeError(rc.describe_error(p))
 
     def close(self):
@@ -78,27 +98,40 @@ def seq(system, addr, n, size):
         c.put(k, value(k, size))
         lat.append((time.perf_counter() - t) * 1000)
     wall = time.perf_counter() - t0
+    if getattr(c, "retries", 0):
+        print("kvdrive: %d puts retried (no leader)" % c.retries, file=sys.stderr)
     print("%.3f %.3f %.1f" % (pct(lat, 0.5), pct(lat, 0.99), n / wall))
 
 
 def conc_geokv(addrs, n, size, window):
-    """One connection, `window` single puts in flight (the protocol pipelines)."""
+    """One connection, `window` single puts in flight (the protocol pipelines). A put refused
+    (no leader during an election) is put again and counted in errors."""
     c = rc.Conn(addrs[0], cluster=os.environ.get("GEOKV_CLUSTER", "").encode())
-    sent = done = errors = 0
-    start = {}
+    nxt = done = errors = rid = 0
+    start, keys, redo = {}, {}, []
     lat = []
     t0 = time.perf_counter()
     while done < n:
-        while sent < n and sent - done < window:
-            k = b"c%08d" % sent
-            sent += 1
-            start[sent] = time.perf_counter()
-            c.send(rc.frame(rc.T_REQ, sent, rc.enc_op("put", BUCKET, k, value(k, size))))
-        t, rid, p = c.recv()
-        lat.append((time.perf_counter() - start.pop(rid)) * 1000)
-        done += 1
-        if t != rc.T_RESP:
+        while (nxt < n or redo) and len(start) < window:
+            if redo:
+                k = redo.pop()
+            else:
+                k = b"c%08d" % nxt
+                nxt += 1
+            rid += 1
+            keys[rid] = k
+            start[rid] = time.perf_counter()
+            c.send(rc.frame(rc.T_REQ, rid, rc.enc_op("put", BUCKET, k, value(k, size))))
+        t, r, p = c.recv()
+        lat.append((time.perf_counter() - start.pop(r)) * 1000)
+        k = keys.pop(r)
+        if t == rc.T_RESP:
+            done += 1
+        else:
+            if errors == 0:
+                print("kvdrive: geokv put refused, put again: %s" % rc.describe_error(p), file=sys.stderr)
             errors += 1
+            redo.append(k)
     wall = time.perf_counter() - t0
     print("%.1f %.3f %d" % (n / wall, pct(lat, 0.99), errors))
 
@@ -149,8 +182,9 @@ def writer(system, addrs, size, timeout, outfile):
             try:
                 if c is None:
                     c = SYS[system](addrs[i], timeout=timeout)
+                sent = time.time()
                 c.put(k, value(k, size))
-                out.write("%.6f\n" % time.time())
+                out.write("%.6f %.6f\n" % (sent, time.time()))
                 n += 1
             except Exception:
                 if c is not None:
@@ -164,19 +198,22 @@ def writer(system, addrs, size, timeout, outfile):
 
 
 def gaps(ackfile, killfile):
-    acks = [float(x) for x in open(ackfile) if x.strip()]
+    sa = [tuple(map(float, x.split())) for x in open(ackfile) if x.strip()]
+    acks = [a for _, a in sa]
     kills = [float(x) for x in open(killfile) if x.strip()]
     for j, k in enumerate(kills):
         end = kills[j + 1] if j + 1 < len(kills) else float("inf")
+        # the first write sent after the leader was dead that got acknowledged
+        first = [a for s, a in sa if s >= k and a < end]
         after = [a for a in acks if k < a < end]
-        if not after:
+        if not first:
             print("nan nan")
             continue
         before = [a for a in acks if a <= k]
         prev = before[-1] if before else k
         seg = [prev] + after
         gap = max(b - a for a, b in zip(seg, seg[1:]))
-        print("%.3f %.3f" % (after[0] - k, gap))
+        print("%.3f %.3f" % (first[0] - k, gap))
     print("writes %d" % len(acks))
 
 
