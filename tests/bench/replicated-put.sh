@@ -56,7 +56,7 @@ ensure_etcd
 
 results=$tmp/results
 : >"$results"
-rec() { echo "$*" >>"$results"; } # system metric value
+rec() { [ -n "${3:-}" ] && echo "$*" >>"$results" || echo "bench: no $1 $2 figure (see above)" >&2; } # system metric value
 
 # the same bytes for `geokv load`: key<TAB>value lines
 python3 - "$tmp/load.tsv" "$nputs" <<'PY'
