@@ -59,15 +59,13 @@ geokv_start() { # I
 geokv_stop() { # I
 	kill "${GPID[$1]}" 2>/dev/null || true; wait "${GPID[$1]}" 2>/dev/null || true
 }
-# geokv_leader: the node id the members agree leads, or nothing
+# geokv_leader: the node id of the leader of the highest term any member reports (a leader
+# just resumed from SIGSTOP still calls itself leader of its old term for a moment)
 geokv_leader() {
-	local i out
+	local i
 	for i in 1 2 3; do
-		out=$("$CLI" --timeout 2s -s "$(gaddr "$i")" status 2>/dev/null) || true
-		out=$(printf '%s\n' "$out" | awk '/^  [0-9]+ .* leader / { print $1; exit }')
-		[ -n "$out" ] && { echo "$out"; return 0; }
-	done
-	return 1
+		"$CLI" --timeout 2s -s "$(gaddr "$i")" status 2>/dev/null || true
+	done | awk '/^  [0-9]+ .* leader / { print $4, $1 }' | sort -n | tail -n 1 | awk '{ print $2 }' | grep .
 }
 geokv_wait_leader() {
 	local l
@@ -124,11 +122,14 @@ import json, sys
 ports = sys.argv[1:]
 try: st = json.load(sys.stdin)
 except Exception: sys.exit(1)
-for e in st:
+best = None
+for e in st: # the self-declared leader of the highest term
     h = e["Status"]["header"]
-    if h["member_id"] == e["Status"]["leader"]:
-        port = e["Endpoint"].rsplit(":", 1)[1]
-        if port in ports: print(ports.index(port) + 1); sys.exit(0)
+    port = e["Endpoint"].rsplit(":", 1)[1]
+    if h["member_id"] == e["Status"]["leader"] and port in ports:
+        if best is None or e["Status"]["raftTerm"] > best[0]:
+            best = (e["Status"]["raftTerm"], ports.index(port) + 1)
+if best: print(best[1]); sys.exit(0)
 sys.exit(1)' "${ECP[1]}" "${ECP[2]}" "${ECP[3]}"
 }
 etcd_wait_leader() {
