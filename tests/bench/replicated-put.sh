@@ -56,7 +56,10 @@ ensure_etcd
 
 results=$tmp/results
 : >"$results"
-rec() { [ -n "${3:-}" ] && echo "$*" >>"$results" || echo "bench: no $1 $2 figure (see above)" >&2; } # system metric value
+rec() { # "system metric value": a run that produced no value is left out, said on stderr
+	set -- $*
+	if [ $# -ge 3 ]; then echo "$*" >>"$results"; else echo "bench: no $* figure (see above)" >&2; fi
+}
 
 # the same bytes for `geokv load`: key<TAB>value lines
 python3 - "$tmp/load.tsv" "$nputs" <<'PY'
